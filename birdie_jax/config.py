@@ -1,0 +1,173 @@
+"""The configuration schema: every key, its default and a one-line comment, plus validation.
+
+Config files in `configs/` start from `default_config()` and change what their run needs, so a key
+exists in exactly one place. `validate_config` rejects unknown keys, wrong types and impossible values
+with one `ConfigError` line before anything is compiled.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import ml_collections
+from ml_collections import config_dict
+
+from birdie_jax.errors import ConfigError
+
+CURRICULA = ("ntp",)
+FAMILIES = ("hawk",)
+DTYPES = ("float32", "bfloat16")
+
+# Logical axis -> mesh axes. Params: `embed` over fsdp (ZeRO-3 style), the wide dims over tensor.
+DEFAULT_AXIS_RULES = (
+    ("batch", ("data", "fsdp")),   # activations' batch dimension
+    ("length", None),              # sequence (sequence parallelism is a later addition)
+    ("embed", "fsdp"),             # model width on parameters
+    ("act_embed", None),           # model width on activations
+    ("mlp", "tensor"),             # MLP hidden width
+    ("lru", "tensor"),             # recurrence width
+    ("heads", "tensor"),           # attention / block-diagonal heads
+    ("kv_heads", "tensor"),        # key/value heads
+    ("head_dim", None),            # per-head width
+    ("vocab", "tensor"),           # vocabulary
+    ("conv", None),                # temporal convolution taps
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All keys with their defaults (a tiny Hawk on the embedded corpus with next-token prediction)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0                                 # seeds params, data order and every objective draw
+  c.curriculum = "ntp"                       # objective mixture: ntp (more in later releases)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.family = "hawk"                    # architecture family: hawk
+  c.model.bidirectional = False              # Birdie's bidirectional prefix layers
+  c.model.width = 128                        # residual stream width
+  c.model.depth = 4                          # number of residual blocks
+  c.model.lru_width = 160                    # RG-LRU recurrence width
+  c.model.num_heads = 4                      # heads of the RG-LRU's block-diagonal gates
+  c.model.conv_width = 4                     # temporal Conv1D taps
+  c.model.mlp_expansion = 3.0                # MLP hidden width = expansion * width (8/3 or 3)
+  c.model.dtype = "float32"                  # compute dtype: float32 or bfloat16 (params stay float32)
+  c.model.scan_impl = "auto"                 # linear_scan implementation: auto, associative, linear, chunked
+  c.model.remat = False                      # rematerialise each block in the backward pass
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "embedded"                 # embedded | path, dir or glob of .txt/.jsonl | tfds:name
+  c.data.text_field = "text"                 # JSONL / TFDS field holding the document text
+  c.data.val_fraction = 0.02                 # share of documents held out for validation
+  c.data.gap = 0                             # pad tokens between packed documents
+  c.data.num_workers = 0                     # Grain worker processes (0: in-process)
+  c.data.tokenizer = ml_collections.ConfigDict()
+  c.data.tokenizer.kind = "sentencepiece"    # sentencepiece (trained on first use) | bytes
+  c.data.tokenizer.vocab_size = 4096         # sentencepiece vocabulary size
+  c.data.tokenizer.model_path = config_dict.placeholder(str)  # existing .model file instead
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000                       # optimizer steps in total (a resumed run continues)
+  c.train.batch_size = 16                    # global batch, in packed rows
+  c.train.seq_len = 256                      # tokens per packed row
+  c.train.learning_rate = 3e-3               # peak learning rate
+  c.train.warmup_steps = 50                  # linear warm-up steps
+  c.train.end_lr_ratio = 0.1                 # cosine decays to learning_rate * end_lr_ratio
+  c.train.weight_decay = 0.1                 # AdamW decoupled weight decay (not on norms, biases, RG-LRU)
+  c.train.b1 = 0.9                           # AdamW beta1
+  c.train.b2 = 0.95                          # AdamW beta2
+  c.train.grad_clip = 1.0                    # global gradient-norm clip
+  c.train.log_every = 10                     # steps between metric lines
+  c.train.eval_every = 100                   # steps between validation-loss evaluations
+  c.train.eval_batches = 4                   # validation batches per evaluation
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 200             # steps between checkpoints (and one at the end)
+  c.checkpoint.max_to_keep = 3               # checkpoints kept on disk
+  c.checkpoint.async_save = True             # write checkpoints in the background
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1 fills
+  c.mesh.axis_rules = DEFAULT_AXIS_RULES     # logical axis -> mesh axes
+  return c
+
+
+_POSITIVE_INTS = ("model.width", "model.depth", "model.lru_width", "model.num_heads",
+                  "model.conv_width", "train.steps", "train.batch_size", "train.seq_len",
+                  "train.log_every", "train.eval_every", "train.eval_batches",
+                  "checkpoint.every_steps", "checkpoint.max_to_keep")
+_CHOICES = {"curriculum": CURRICULA, "model.family": FAMILIES, "model.dtype": DTYPES,
+            "model.scan_impl": ("auto", "associative", "linear", "chunked"),
+            "data.tokenizer.kind": ("sentencepiece", "bytes")}
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def _check_keys(config: Mapping, reference: Mapping, prefix: str = "") -> None:
+  for key in config.keys():
+    if key not in reference:
+      near = [k for k in reference.keys() if k[:3] == key[:3]]
+      hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
+      raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+    if isinstance(reference[key], Mapping) and key != "shape":
+      if not isinstance(config[key], Mapping):
+        raise ConfigError(f"config key {prefix}{key} must be a group of keys")
+      _check_keys(config[key], reference[key], f"{prefix}{key}.")
+  for key in reference.keys():
+    if key not in config:
+      raise ConfigError(f"config is missing key {prefix}{key}")
+
+
+def _check_types(config: Mapping, reference: Mapping, prefix: str = "") -> None:
+  for key, ref in reference.items():
+    value = config[key]
+    name = f"{prefix}{key}"
+    if isinstance(ref, Mapping) and key != "shape":
+      _check_types(value, ref, f"{name}.")
+    elif isinstance(ref, bool):
+      if not isinstance(value, bool):
+        raise ConfigError(f"config key {name} must be true or false, got {value!r}")
+    elif isinstance(ref, int):
+      if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key {name} must be an integer, got {value!r}")
+    elif isinstance(ref, float):
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config key {name} must be a number, got {value!r}")
+    elif isinstance(ref, str):
+      if not isinstance(value, str):
+        raise ConfigError(f"config key {name} must be a string, got {value!r}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first problem: unknown key, wrong type or impossible value."""
+  reference = default_config()
+  _check_keys(config, reference)
+  _check_types(config, reference)
+  for dotted in _POSITIVE_INTS:
+    if _get(config, dotted) <= 0:
+      raise ConfigError(f"{dotted} must be positive, got {_get(config, dotted)}")
+  for dotted, choices in _CHOICES.items():
+    if _get(config, dotted) not in choices:
+      raise ConfigError(f"{dotted} must be one of {choices}, got {_get(config, dotted)!r}")
+  for dotted in ("train.learning_rate", "model.mlp_expansion", "train.grad_clip"):
+    if _get(config, dotted) <= 0:
+      raise ConfigError(f"{dotted} must be positive, got {_get(config, dotted)}")
+  for dotted in ("train.warmup_steps", "train.weight_decay", "data.gap", "data.num_workers"):
+    if _get(config, dotted) < 0:
+      raise ConfigError(f"{dotted} must be non-negative, got {_get(config, dotted)}")
+  if not 0.0 < config.data.val_fraction < 1.0:
+    raise ConfigError(f"data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
+  if not 0.0 <= config.train.end_lr_ratio <= 1.0:
+    raise ConfigError(f"train.end_lr_ratio must be in [0, 1], got {config.train.end_lr_ratio}")
+  if config.data.tokenizer.vocab_size <= 0 and config.data.tokenizer.kind == "sentencepiece":
+    raise ConfigError("data.tokenizer.vocab_size must be positive")
+  if config.model.lru_width % config.model.num_heads:
+    raise ConfigError(f"model.lru_width ({config.model.lru_width}) must be divisible by "
+                      f"model.num_heads ({config.model.num_heads})")
+  if config.model.bidirectional:
+    raise ConfigError("model.bidirectional=True needs a Birdie model family; "
+                      "this release trains causal models only")
+  if not isinstance(config.data.source, str) or not config.data.source:
+    raise ConfigError("data.source must be 'embedded', a path or glob, or tfds:<name>")

@@ -1,0 +1,145 @@
+"""`train_and_evaluate(config, workdir)`: the whole training job, callable from `main` or a notebook.
+
+Workdir layout:
+    config.json         the config of the latest start
+    tokenizer/          the sentencepiece model trained on first use (reused afterwards)
+    checkpoints/<step>/ Orbax checkpoints {state, data, meta}
+    metrics.jsonl       one JSON object per logged step (step, loss, learning_rate, tokens_per_s, ...)
+    tensorboard/        the same scalars for TensorBoard
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from birdie_jax.config import validate_config
+from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
+from birdie_jax.data.sources import load_documents
+from birdie_jax.data.tokenizer import build_tokenizer
+from birdie_jax.errors import ConfigError
+from birdie_jax.parallel.mesh import make_mesh
+from birdie_jax.parallel.sharding import batch_sharding, validate_rules
+from birdie_jax.train.checkpointing import Checkpointer, param_shapes
+from birdie_jax.train.metrics import MetricsWriter, Throughput, log_progress, progress_line
+from birdie_jax.train.state import TrainSetup, init_train_state, make_train_setup
+from birdie_jax.train.step import make_eval_step, make_train_step
+
+
+def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
+  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.train.batch_size % batch_shards:
+    raise ConfigError(f"train.batch_size ({config.train.batch_size}) must be divisible by the "
+                      f"mesh's data x fsdp size ({batch_shards})")
+  if config.train.batch_size % jax.process_count():
+    raise ConfigError(f"train.batch_size ({config.train.batch_size}) must be divisible by the "
+                      f"number of processes ({jax.process_count()})")
+  if config.train.seq_len < 2:
+    raise ConfigError(f"train.seq_len must be at least 2, got {config.train.seq_len}")
+
+
+def _to_global(batch: dict[str, np.ndarray], mesh, rules) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
+          for k, v in batch.items()}
+
+
+def evaluate(setup: TrainSetup, eval_step, params, batches: list[dict]) -> float:
+  """Mean validation loss per target token over `batches` (already global arrays)."""
+  total, count = 0.0, 0.0
+  for batch in batches:
+    out = jax.device_get(eval_step(params, batch))
+    total += float(out["loss_sum"])
+    count += float(out["count"])
+  return total / max(count, 1.0)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics."""
+  validate_config(config)
+  mesh = make_mesh(config.mesh.shape)
+  rules = tuple(tuple(r) for r in config.mesh.axis_rules)
+  validate_rules(rules, mesh.axis_names)
+  _check_batch(config, mesh)
+  train_docs = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
+                              text_field=config.data.text_field)
+  val_docs = load_documents(config.data.source, "validation",
+                            val_fraction=config.data.val_fraction,
+                            text_field=config.data.text_field)
+  os.makedirs(workdir, exist_ok=True)
+  tokenizer = build_tokenizer(config.data, train_docs, cache_dir=workdir)
+  setup = make_train_setup(config, tokenizer.vocab_size, mesh)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    print(f"{config.model.family}: {setup.num_params:,} parameters | vocab "
+          f"{tokenizer.vocab_size} | mesh {dict(mesh.shape)} | {jax.device_count()} devices",
+          flush=True)
+
+  local_batch = config.train.batch_size // jax.process_count()
+  pi, pc = jax.process_index(), jax.process_count()
+  dataset = make_train_dataset(
+      train_docs, tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
+      seed=config.seed, process_index=pi, process_count=pc, gap=config.data.gap,
+      num_workers=config.data.num_workers)
+  data_iter = iter(dataset)
+  val_batches = [_to_global(b, mesh, rules) for b in make_validation_batches(
+      val_docs[pi::pc], tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
+      num_batches=config.train.eval_batches, seed=config.seed)]
+
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.checkpoint.max_to_keep,
+                              async_save=config.checkpoint.async_save)
+  latest = checkpointer.latest_step()
+  if latest is None:
+    state = init_train_state(config, setup, tokenizer.vocab_size)
+  else:
+    state = checkpointer.restore(latest, setup, data_iter)
+    log_progress(f"resumed from step {latest} in {workdir}")
+  start = int(jax.device_get(state.step))
+  total = config.train.steps
+  meta = {"param_shapes": param_shapes(setup.abstract_state.params),
+          "num_params": setup.num_params, "vocab_size": tokenizer.vocab_size}
+  train_step = make_train_step(setup, config.train)
+  eval_step = make_eval_step(setup)
+  writer = MetricsWriter(workdir)
+  throughput = Throughput(config.train.batch_size * config.train.seq_len,
+                          6.0 * setup.num_params, start)
+  final: dict[str, float] = {}
+  run_start, timed_from = time.perf_counter(), None
+  try:
+    with jax.set_mesh(mesh):
+      if start >= total:
+        log_progress(f"run already finished at step {start} (train.steps={total})")
+      for step in range(start + 1, total + 1):
+        batch = _to_global(next(data_iter), mesh, rules)
+        state, metrics = train_step(state, batch)
+        if step % config.train.log_every == 0 or step == total or step == start + 1:
+          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          scalars.update(throughput.report(step))
+          if step % config.train.eval_every == 0 or step == total:
+            scalars["val_loss"] = evaluate(setup, eval_step, state.params, val_batches)
+          if timed_from is None:
+            timed_from = (step, time.perf_counter())
+          done = step - timed_from[0]
+          rate = (time.perf_counter() - timed_from[1]) / done if done else 0.0
+          writer.write(step, scalars)
+          log_progress(progress_line(step, total, scalars, rate * (total - step)))
+          final = scalars
+        elif step % config.train.eval_every == 0:
+          val = evaluate(setup, eval_step, state.params, val_batches)
+          writer.write(step, {"val_loss": val})
+        if step % config.checkpoint.every_steps == 0 or step == total:
+          checkpointer.save(step, state, data_iter, meta)
+  finally:
+    checkpointer.close()
+    writer.close()
+    data_iter_close = getattr(data_iter, "close", None)
+    if data_iter_close is not None:
+      data_iter_close()
+  if start < total and jax.process_index() == 0:
+    log_progress(f"finished {total - start} steps in "
+                 f"{time.perf_counter() - run_start:.1f}s; checkpoints in {workdir}/checkpoints")
+  return {"step": float(max(start, total)), **final}

@@ -1,0 +1,85 @@
+"""Metrics to `metrics.jsonl` and TensorBoard (host 0 only), and the terminal progress line."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+
+import jax
+
+
+class MetricsWriter:
+  """Appends one JSON object per logged step to `metrics.jsonl` and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str):
+    self._active = jax.process_index() == 0
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self._active:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    """Records `scalars` at `step`."""
+    if not self._active:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with open(self._path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")
+    for name, value in scalars.items():
+      self._tb.add_scalar(name, float(value), int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    """Flushes and closes TensorBoard."""
+    if self._tb is not None:
+      self._tb.close()
+
+
+def format_duration(seconds: float) -> str:
+  """12.3 -> '12s', 754 -> '12m34s', 7300 -> '2h01m'."""
+  seconds = max(0, int(round(seconds)))
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+class Throughput:
+  """Tokens/s, per-device tokens/s and TFLOP/s over the steps since the last report."""
+
+  def __init__(self, tokens_per_step: int, flops_per_token: float, start_step: int):
+    self.tokens_per_step = tokens_per_step
+    self.flops_per_token = flops_per_token
+    self._step = start_step
+    self._time = time.perf_counter()
+    self.devices = jax.device_count()
+
+  def report(self, step: int) -> dict[str, float]:
+    """Rates since the previous call (call after the step's results are on the host)."""
+    now = time.perf_counter()
+    elapsed = max(now - self._time, 1e-9)
+    steps = max(step - self._step, 1)
+    tokens_per_s = steps * self.tokens_per_step / elapsed
+    self._step, self._time = step, now
+    return {"tokens_per_s": tokens_per_s,
+            "tokens_per_s_per_device": tokens_per_s / self.devices,
+            "tflops_per_s_per_device": tokens_per_s * self.flops_per_token / self.devices / 1e12,
+            "step_time_s": elapsed / steps}
+
+
+def progress_line(step: int, total: int, scalars: Mapping[str, float], eta_s: float) -> str:
+  """'step 120/1000 | loss 4.123 | 12,345 tok/s | eta 2m13s'."""
+  parts = [f"step {step}/{total}", f"loss {scalars['loss']:.4f}"]
+  if "val_loss" in scalars:
+    parts.append(f"val {scalars['val_loss']:.4f}")
+  parts += [f"{scalars['tokens_per_s']:,.0f} tok/s", f"eta {format_duration(eta_s)}"]
+  return " | ".join(parts)
+
+
+def log_progress(line: str) -> None:
+  """Prints the progress line on host 0."""
+  if jax.process_index() == 0:
+    print(line, flush=True)

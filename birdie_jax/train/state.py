@@ -1,0 +1,83 @@
+"""The train state (a plain pytree) and its placement on the mesh."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from birdie_jax.models import build_model
+from birdie_jax.models.layers import count_params
+from birdie_jax.parallel.sharding import replicated, tree_shardings
+from birdie_jax.train.optimizer import make_optimizer
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step updates: params are float32 masters, `rng` feeds stochastic training ops."""
+  step: jax.Array
+  params: Any
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+  """The static pieces of training: model structure, optimizer, mesh and state shardings."""
+  graphdef: nnx.GraphDef
+  tx: optax.GradientTransformation
+  mesh: Mesh
+  rules: tuple
+  abstract_state: TrainState
+  state_shardings: TrainState
+  num_params: int
+
+  def model(self, params) -> nnx.Module:
+    """The NNX model bound to `params` (a pure dict), for use inside jitted functions."""
+    return nnx.merge(self.graphdef, params)
+
+
+def make_train_setup(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> TrainSetup:
+  """Traces the model abstractly (no FLOPs, no memory) and derives every state sharding."""
+  rules = tuple(tuple(r) for r in config.mesh.axis_rules)
+
+  def create():
+    return build_model(config.model, vocab_size, rngs=nnx.Rngs(config.seed))
+
+  graphdef, abstract_vars = nnx.split(nnx.eval_shape(create))
+  logical = nnx.get_partition_spec(abstract_vars).to_pure_dict()
+  abstract_params = abstract_vars.to_pure_dict()
+  param_shardings = tree_shardings(logical, abstract_params, mesh, rules)
+  tx = make_optimizer(config.train)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, sharding: sharding, abstract_opt, param_shardings,
+      transform_non_params=lambda _: replicated(mesh))
+  abstract_state = TrainState(
+      step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt,
+      rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+  shardings = TrainState(step=replicated(mesh), params=param_shardings, opt_state=opt_shardings,
+                         rng=replicated(mesh))
+  return TrainSetup(graphdef=graphdef, tx=tx, mesh=mesh, rules=rules,
+                    abstract_state=abstract_state, state_shardings=shardings,
+                    num_params=count_params(abstract_params))
+
+
+def init_train_state(config: ml_collections.ConfigDict, setup: TrainSetup,
+                     vocab_size: int) -> TrainState:
+  """Initialises params and optimizer state directly in their shardings."""
+
+  def init() -> TrainState:
+    model = build_model(config.model, vocab_size, rngs=nnx.Rngs(config.seed))
+    params = nnx.split(model)[1].to_pure_dict()
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.tx.init(params),
+                      rng=jax.random.key_data(jax.random.key(config.seed + 1)).astype(jnp.uint32))
+
+  with jax.set_mesh(setup.mesh):
+    return jax.jit(init, out_shardings=setup.state_shardings)()
