@@ -59,8 +59,10 @@ class HawkLM(nnx.Module):
     self.final_norm = RMSNorm(cfg.width)
     self.remat = cfg.remat
 
-  def __call__(self, inputs: jax.Array, segment_ids: jax.Array,
-               prefix_mask: jax.Array | None = None) -> jax.Array:
+  def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
+               prefix_mask: jax.Array) -> jax.Array:
+    """(B, L) ids with their segment ids, per-segment positions and prefix mask -> logits."""
+    del positions  # the recurrence needs no position signal
     x = self.embed.encode(inputs)
     for block in self.blocks:
       if self.remat:

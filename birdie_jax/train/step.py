@@ -19,7 +19,8 @@ def token_losses(setup: TrainSetup, params, batch: Batch) -> jax.Array:
   """Per-token cross-entropy (float32, B x L); zero where `loss_mask` is 0."""
   model = setup.model(params)
   with axis_rules(setup.rules):
-    logits = model(batch["inputs"], batch["segment_ids"], batch["prefix_mask"])
+    logits = model(batch["inputs"], segment_ids=batch["segment_ids"],
+                   positions=batch["positions"], prefix_mask=batch["prefix_mask"])
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   return ce * batch["loss_mask"]
 
