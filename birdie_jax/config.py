@@ -56,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.source = "embedded"                 # embedded | path, dir or glob of .txt/.jsonl | tfds:name
   c.data.text_field = "text"                 # JSONL / TFDS field holding the document text
   c.data.val_fraction = 0.02                 # share of documents held out for validation
-  c.data.gap = 0                             # pad tokens between packed documents
+  c.data.gap = 0                             # <gap> tokens between packed documents
   c.data.num_workers = 0                     # Grain worker processes (0: in-process)
   c.data.tokenizer = ml_collections.ConfigDict()
   c.data.tokenizer.kind = "sentencepiece"    # sentencepiece (trained on first use) | bytes

@@ -51,8 +51,8 @@ def make_train_setup(config: ml_collections.ConfigDict, vocab_size: int, mesh: M
     return build_model(config.model, vocab_size, rngs=nnx.Rngs(config.seed))
 
   graphdef, abstract_vars = nnx.split(nnx.eval_shape(create))
-  logical = nnx.get_partition_spec(abstract_vars).to_pure_dict()
-  abstract_params = abstract_vars.to_pure_dict()
+  logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_vars))
+  abstract_params = nnx.to_pure_dict(abstract_vars)
   param_shardings = tree_shardings(logical, abstract_params, mesh, rules)
   tx = make_optimizer(config.train)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
@@ -75,7 +75,7 @@ def init_train_state(config: ml_collections.ConfigDict, setup: TrainSetup,
 
   def init() -> TrainState:
     model = build_model(config.model, vocab_size, rngs=nnx.Rngs(config.seed))
-    params = nnx.split(model)[1].to_pure_dict()
+    params = nnx.to_pure_dict(nnx.split(model)[1])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.tx.init(params),
                       rng=jax.random.key_data(jax.random.key(config.seed + 1)).astype(jnp.uint32))
 

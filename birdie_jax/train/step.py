@@ -45,7 +45,7 @@ def make_train_step(setup: TrainSetup, schedule_config) -> Callable[[TrainState,
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               rng=jax.random.key_data(
                                   jax.random.split(jax.random.wrap_key_data(state.rng))[0]))
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step), "target_tokens": count}
     return new_state, metrics
 

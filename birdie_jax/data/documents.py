@@ -1,0 +1,70 @@
+"""A split of a text source as an indexable sequence of documents, and the held-out rule."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import dataclasses
+
+import numpy as np
+
+from birdie_jax.errors import ConfigError
+
+SPLITS = ("train", "validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceStats:
+  """What reading a source kept and skipped (skipped documents never reach training)."""
+
+  documents: int = 0  # documents in the whole source (both splits), after skipping
+  empty: int = 0  # empty or whitespace-only documents skipped
+  undecodable: int = 0  # files or JSONL lines skipped because they are not UTF-8
+  malformed: int = 0  # JSONL lines skipped: not JSON, or without a string text field
+  unreadable: int = 0  # files skipped because they could not be read or decompressed
+
+
+class Documents(Sequence[str]):
+  """The documents `base[indices[i]]`, with the statistics of reading their source.
+
+  `base` may be a list or a lazily read sequence (array_record), so the texts are only fetched when
+  indexed; the object pickles into Grain worker processes.
+  """
+
+  def __init__(self, base: Sequence[str], indices: np.ndarray, stats: SourceStats):
+    self._base = base
+    self._indices = indices
+    self.stats = stats
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i: int | slice) -> str | Documents:
+    """Document i, or the sub-sequence for a slice (e.g. one process's shard `docs[p::n]`)."""
+    if isinstance(i, slice):
+      return Documents(self._base, self._indices[i], self.stats)
+    return self._base[int(self._indices[i])]
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+  """A well-mixed 64-bit hash of each uint64 (SplitMix64's finaliser)."""
+  x = x + np.uint64(0x9E3779B97F4A7C15)
+  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def split_indices(num_documents: int, split: str, val_fraction: float) -> np.ndarray:
+  """Indices of `split`: document i is held out for validation iff hash(i) < val_fraction.
+
+  Deterministic and stable, and the two splits are disjoint and cover every document.
+  """
+  if split not in SPLITS:
+    raise ConfigError(f"unknown data split {split!r}: use 'train' or 'validation'")
+  if not 0.0 <= val_fraction < 1.0:
+    raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+  uniform = (_splitmix64(np.arange(num_documents, dtype=np.uint64)) >> np.uint64(11)) * 2.0**-53
+  held_out = uniform < val_fraction
+  indices = np.flatnonzero(held_out if split == "validation" else ~held_out)
+  if not len(indices):
+    raise ConfigError(f"the {split} split of {num_documents} documents is empty "
+                      f"(val_fraction={val_fraction})")
+  return indices.astype(np.int64)

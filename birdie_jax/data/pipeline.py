@@ -1,0 +1,90 @@
+"""The Grain input pipeline: documents -> per-process shard -> shuffle -> repeat -> tokenize -> pack
+-> batch, yielding dicts of numpy arrays [batch_size, seq_len] (see `packing.FEATURES`): inputs
+int32, targets int32, loss_mask float32, segment_ids int32, positions int32, prefix_mask bool.
+
+Iterators checkpoint exactly with `get_state`/`set_state` or Orbax's
+`grain.checkpoint.CheckpointSave/CheckpointRestore`; the state depends on `num_workers`, so keep it
+fixed across restarts. Objectives enter through `make_example`: a plain objective
+`(tokens, rng) -> (X, Y)` fills each row's remaining room, while a `packing.PiecePlanner` (the hook
+for the Birdie mixture) picks the objective and piece length per piece.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import functools
+
+from absl import flags
+import grain
+import numpy as np
+
+from birdie_jax.data import special_tokens
+from birdie_jax.data.pack_dataset import PackIterDataset
+from birdie_jax.data.packing import DocumentPacker
+from birdie_jax.data.packing import Objective
+from birdie_jax.data.packing import PiecePlanner
+from birdie_jax.data.packing import Row
+from birdie_jax.data.tokenizer import Tokenizer
+from birdie_jax.errors import ConfigError
+from birdie_jax.objectives.next_token import next_token_prediction
+
+# Tokenization runs in a few threads ahead of the packer (cheap on 2 cores, bounded memory).
+_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)
+
+
+class _TokenizeWithIndex(grain.transforms.MapWithIndex):
+  """text -> (index in the repeated stream, int32 ids); the index seeds the document's pieces."""
+
+  def __init__(self, tokenizer: Tokenizer):
+    self._tokenizer = tokenizer
+
+  def map_with_index(self, index: int, text: str) -> tuple[int, np.ndarray]:
+    """(index, ids of text)."""
+    return index, self._tokenizer.encode(text)
+
+
+def make_train_dataset(documents: Sequence[str], tokenizer: Tokenizer, *, seq_len: int,
+                       batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
+                       make_example: PiecePlanner | Objective = next_token_prediction,
+                       gap: int = 0, num_workers: int = 0) -> grain.IterDataset:
+  """An infinite dataset of packed batches for this process (`batch_size` rows per process).
+
+  Process p reads documents p, p + process_count, ...; every epoch is reshuffled; the examples of
+  piece k of the i-th document read draw from `default_rng([seed, process_index, i, k])`.
+  """
+  if batch_size < 1:
+    raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+  if not 0 <= process_index < process_count:
+    raise ConfigError(f"process_index {process_index} is not in [0, {process_count})")
+  shard = grain.MapDataset.source(documents)[process_index::process_count]
+  if not len(shard):
+    raise ConfigError(f"process {process_index} of {process_count} gets no document "
+                      f"({len(documents)} in all)")
+  packer = functools.partial(
+      DocumentPacker, seq_len, begin_id=tokenizer.special_id(special_tokens.BEGIN),
+      pad_id=tokenizer.pad_id, make_example=make_example, gap=gap,
+      gap_id=tokenizer.special_id(special_tokens.GAP), seed=seed, process_index=process_index)
+  packer()  # validates seq_len and gap now rather than inside an iterator
+  tokens = (shard.shuffle(seed=seed).repeat(None).map_with_index(_TokenizeWithIndex(tokenizer))
+            .to_iter_dataset(_READ_OPTIONS))
+  dataset = PackIterDataset(tokens, packer).batch(batch_size, drop_remainder=True)
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (notebooks, tests)
+      flags.FLAGS.mark_as_parsed()
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return dataset
+
+
+def make_validation_batches(documents: Sequence[str], tokenizer: Tokenizer, *, seq_len: int,
+                            batch_size: int, num_batches: int, seed: int,
+                            make_example: PiecePlanner | Objective = next_token_prediction,
+                            gap: int = 0) -> list[Row]:
+  """A fixed list of `num_batches` batches of `documents`, laid out exactly as in training.
+
+  The same seed gives the same batches; documents are reused (reshuffled) if there are too few.
+  """
+  iterator = iter(make_train_dataset(documents, tokenizer, seq_len=seq_len, batch_size=batch_size,
+                                     seed=seed, make_example=make_example, gap=gap))
+  try:
+    return [next(iterator) for _ in range(num_batches)]
+  finally:
+    iterator.close()

@@ -1,0 +1,70 @@
+"""One entry point for every text source: `load_documents(source, split, val_fraction=...)`.
+
+Sources: 'embedded' (the Shakespeare passages shipped in the package), a path / directory / glob of
+the user's text or JSONL files, or `tfds:<name>[/<config>][:<version>]`. Validation documents are
+held out by a deterministic hash of the document index (`documents.split_indices`), unless a TFDS
+dataset has its own 'validation' split.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+
+from birdie_jax.data import embedded_corpus
+from birdie_jax.data import file_source
+from birdie_jax.data import tfds_source
+from birdie_jax.data.documents import Documents
+from birdie_jax.data.documents import SourceStats
+from birdie_jax.data.documents import split_indices
+from birdie_jax.errors import ConfigError
+
+EMBEDDED = "embedded"
+
+
+def _load_tfds(source: str, split: str, val_fraction: float, text_field: str,
+               data_dir: str | None) -> Documents:
+  """A TFDS split, read lazily; empty texts are left to the packer, which skips them."""
+  builder = tfds_source.open_builder(source, data_dir)
+  if "validation" in builder.info.splits:
+    texts = tfds_source.split_texts(builder, split, text_field)
+    indices = np.arange(len(texts), dtype=np.int64)
+  else:
+    texts = tfds_source.split_texts(builder, "train", text_field)
+    indices = split_indices(len(texts), split, val_fraction)
+  if not len(indices):
+    raise ConfigError(f"the {split} split of {source} is empty")
+  return Documents(texts, indices, SourceStats(documents=len(texts)))
+
+
+def load_documents(source: str, split: str, *, val_fraction: float, text_field: str = "text",
+                   tfds_data_dir: str | None = None) -> Documents:
+  """The documents of `split` ('train' or 'validation') of `source`, with `.stats` of skips.
+
+  Args:
+    source: 'embedded', a file / directory / glob of .txt or .jsonl(.gz) files, or 'tfds:<name>...'.
+    split: 'train' or 'validation' (disjoint, deterministic).
+    val_fraction: share of documents held out for validation.
+    text_field: the JSONL key or TFDS feature holding the text.
+    tfds_data_dir: where prepared TFDS datasets live (default `$TFDS_DATA_DIR`).
+
+  Raises:
+    ConfigError: the source does not exist, matches nothing, or has no non-empty document.
+  """
+  if not source:
+    raise ConfigError("data source is empty: use 'embedded', a path or glob, or tfds:<name>")
+  if source.startswith("tfds:"):
+    return _load_tfds(source, split, val_fraction, text_field, tfds_data_dir)
+  if source == EMBEDDED:
+    texts = list(embedded_corpus.passages())
+    stats = SourceStats(documents=len(texts))
+  else:
+    texts, stats = file_source.read_files(source, text_field)
+    skipped = {k: v for k, v in dataclasses.asdict(stats).items() if k != "documents" and v}
+    if skipped:
+      logging.warning("Data source %s: skipped %s", source, skipped)
+    if not texts:
+      raise ConfigError(f"data source {source} has no non-empty UTF-8 document "
+                        f"(skipped: {skipped})")
+  return Documents(texts, split_indices(len(texts), split, val_fraction), stats)

@@ -1,0 +1,40 @@
+"""Shared test helpers: tiny configs and synthetic packed batches."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+from configs import base  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def tiny_config(**mesh_shape):
+  """configs/base.py:tiny with an optional mesh shape (data=, fsdp=, tensor=)."""
+  config = base.get_config("tiny")
+  for axis, size in mesh_shape.items():
+    config.mesh.shape[axis] = size
+  return config
+
+
+def packed_batch(rng: np.random.Generator, batch: int, length: int, vocab: int,
+                 doc_lengths: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+  """A next-token batch; each row packs documents of `doc_lengths` (default: one full row)."""
+  doc_lengths = doc_lengths or (length,)
+  inputs = rng.integers(1, vocab, (batch, length)).astype(np.int32)
+  segment_ids = np.zeros((batch, length), np.int32)
+  positions = np.zeros((batch, length), np.int32)
+  start = 0
+  for i, n in enumerate(doc_lengths):
+    segment_ids[:, start:start + n] = i + 1
+    positions[:, start:start + n] = np.arange(n)
+    start += n
+  targets = np.roll(inputs, -1, axis=1)
+  loss_mask = (segment_ids > 0).astype(np.float32)
+  return {"inputs": inputs, "targets": targets, "loss_mask": loss_mask,
+          "segment_ids": segment_ids, "positions": positions,
+          "prefix_mask": np.zeros((batch, length), bool)}
