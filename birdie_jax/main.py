@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from birdie_jax.errors import ConfigError
@@ -55,6 +55,8 @@ def main(argv: list[str]) -> None:
     _fail(f"bad --config ({type(e).__name__}): {_one_line(e)}")
   if config is None:
     _fail("--config is required, e.g. --config=configs/base.py")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) only on request
   from birdie_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   try:
     train_and_evaluate(config, _WORKDIR.value)

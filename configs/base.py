@@ -14,7 +14,7 @@ from birdie_jax.config import default_config
 def get_config(arg: str | None = None):
   """`arg`: None for the default run, 'tiny' for a smoke run."""
   config = default_config()
-  config.train.steps = 600              # ~4 min on 2 CPU cores
+  config.train.steps = 400              # ~4 min on 2 CPU cores
   config.train.eval_every = 100         # validation loss every 100 steps
   config.checkpoint.every_steps = 200   # 3 checkpoints over the run
   if arg == "tiny":

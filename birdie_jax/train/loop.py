@@ -121,6 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           scalars.update(throughput.report(step))
           if step % config.train.eval_every == 0 or step == total:
             scalars["val_loss"] = evaluate(setup, eval_step, state.params, val_batches)
+            throughput.restart()
           if timed_from is None:
             timed_from = (step, time.perf_counter())
           done = step - timed_from[0]
@@ -131,6 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         elif step % config.train.eval_every == 0:
           val = evaluate(setup, eval_step, state.params, val_batches)
           writer.write(step, {"val_loss": val})
+          throughput.restart()
         if step % config.checkpoint.every_steps == 0 or step == total:
           checkpointer.save(step, state, data_iter, meta)
   finally:
