@@ -51,6 +51,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
     config = _CONFIG.value
+    if config is not None:
+      config.keys()  # a config file that failed to load raises its error here
   except _CONFIG_ERRORS as e:
     _fail(f"bad --config ({type(e).__name__}): {_one_line(e)}")
   if config is None:
