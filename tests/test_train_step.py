@@ -68,3 +68,19 @@ def test_packed_documents_do_not_interact(family):
   np.testing.assert_array_equal(out[:, :17], base[:, :17])   # document 1 untouched
   np.testing.assert_array_equal(out[:, 36:], base[:, 36:])   # document 3 untouched
   assert np.abs(out[:, 17:36] - base[:, 17:36]).max() > 1e-3  # document 2 did change
+
+
+def test_weight_decay_skips_norms_biases_and_recurrence_gates():
+  from birdie_jax.train.optimizer import weight_decay_mask
+  params = {"blocks": {"0": {"mixer": {"lru": {"a_gate": {"w": np.zeros((2, 4, 4))},
+                                               "a_param": np.zeros(8)},
+                                       "forget_gate": {"kernel": np.zeros((4, 8))},
+                                       "proj": {"kernel": np.zeros((4, 8)), "bias": np.zeros(8)}},
+                             "mixer_norm": {"scale": np.zeros(4)}}},
+            "embed": {"table": np.zeros((10, 4))}}
+  mask = weight_decay_mask(params)
+  block = mask["blocks"]["0"]
+  assert mask["embed"]["table"] and block["mixer"]["proj"]["kernel"]
+  assert not block["mixer"]["proj"]["bias"] and not block["mixer_norm"]["scale"]
+  assert not block["mixer"]["lru"]["a_gate"]["w"] and not block["mixer"]["lru"]["a_param"]
+  assert not block["mixer"]["forget_gate"]["kernel"]

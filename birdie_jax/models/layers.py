@@ -122,6 +122,22 @@ class Conv1D(nnx.Module):
       out = out + jnp.where(keep, shifted, 0) * w[k]
     return out
 
+  def final_state(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """The decoding state after a (left-padded) prompt: its last `taps - 1` inputs (B, taps-1, D),
+    zeroed where they lie outside the last position's document."""
+    keep = (segment_ids == segment_ids[:, -1:]) & (segment_ids > 0)
+    x = jnp.where(keep[..., None], x, 0)
+    pad = max(self.taps - 1 - x.shape[1], 0)
+    x = jnp.pad(x, ((0, 0), (pad, 0), (0, 0)))
+    return x[:, x.shape[1] - (self.taps - 1):]
+
+  def step(self, x: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One token (B, 1, D) continuing its document -> (output (B, 1, D), new state)."""
+    w = self.w[...].astype(self.dtype)
+    window = jnp.concatenate([state.astype(x.dtype), x], axis=1)  # oldest first
+    out = jnp.einsum("btd,td->bd", window, w[::-1])[:, None] + self.b[...].astype(self.dtype)
+    return out.astype(x.dtype), window[:, 1:]
+
 
 def count_params(tree) -> int:
   """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""

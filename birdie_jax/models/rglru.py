@@ -5,10 +5,9 @@ bidirectional-prefix split.
     log a_t = -c * r_t * softplus(Lambda),  c = 8
     h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (i_t * x_t)
 
-Where a document starts (no incoming state) `a_t = 0` and the input is not rescaled. In a
-bidirectional layer the first half of the channels scans forward over the whole packed row and the
-second half scans right to left with its decay zeroed outside the prefix and at document ends, so
-every prefix position sees the whole prefix while the suffix stays strictly causal.
+Where no state flows in (a document's start; in a bidirectional layer's reverse half, everywhere
+outside the prefix and at a document's end; see `recurrence`) `a_t = 0` and the input is not
+rescaled.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from birdie_jax.models.layers import BlockDiagonalLinear
-from birdie_jax.ops.scan import linear_scan
+from birdie_jax.models.recurrence import decay_keep, split_scan, split_step
 
 _C = 8.0
 
@@ -49,18 +48,6 @@ def a_param_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32,
   return jnp.log(jnp.expm1(neg_log_a)).astype(dtype)
 
 
-def forward_decay_mask(segment_ids: jax.Array) -> jax.Array:
-  """True where the forward state may flow in from t-1 (same non-padding document)."""
-  prev = jnp.pad(segment_ids, ((0, 0), (1, 0)))[:, :-1]
-  return (prev == segment_ids) & (segment_ids > 0)
-
-
-def reverse_decay_mask(segment_ids: jax.Array, prefix_mask: jax.Array) -> jax.Array:
-  """True where the reverse state may flow in from t+1: t in the prefix, t+1 in t's document."""
-  nxt = jnp.pad(segment_ids, ((0, 0), (0, 1)))[:, 1:]
-  return prefix_mask & (nxt == segment_ids) & (segment_ids > 0)
-
-
 class RGLRU(nnx.Module):
   """RG-LRU over (batch, length, lru_width) inputs; `bidirectional` splits the channels in half."""
 
@@ -75,31 +62,30 @@ class RGLRU(nnx.Module):
     self.width = width
     self.scan_impl = scan_impl
 
-  def __call__(self, x: jax.Array, segment_ids: jax.Array,
-               prefix_mask: jax.Array | None = None) -> jax.Array:
-    """x: (B, L, W) in the compute dtype -> (B, L, W) in the same dtype."""
+  @property
+  def state_width(self) -> int:
+    """Width of the decoding state: the forward channels only."""
+    return self.width // 2 if self.bidirectional else self.width
+
+  def _decay_and_drive(self, x: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """float32 decay `a` and drive `sqrt(1 - a^2) * i * x` (unscaled where `keep` is False)."""
     gate_x = jax.nn.sigmoid(self.input_gate(x))
     gate_a = jax.nn.sigmoid(self.a_gate(x)).astype(jnp.float32)
     log_a = -_C * gate_a * jax.nn.softplus(self.a_param[...])
-    keep = forward_decay_mask(segment_ids)
-    if self.bidirectional:
-      if prefix_mask is None:
-        raise ValueError("a bidirectional RG-LRU needs the batch's prefix_mask")
-      keep_rev = reverse_decay_mask(segment_ids, prefix_mask.astype(bool))
-      half = self.width // 2
-      keep = jnp.concatenate([jnp.broadcast_to(keep[..., None], (*keep.shape, half)),
-                              jnp.broadcast_to(keep_rev[..., None], (*keep.shape, half))], -1)
-    else:
-      keep = keep[..., None]
     a = jnp.where(keep, jnp.exp(log_a), 0.0)
     scale = jnp.where(keep, sqrt_bound_derivative(1.0 - jnp.exp(2.0 * log_a), 1000.0), 1.0)
     drive = (x * gate_x).astype(jnp.float32) * scale
-    drive = drive.astype(x.dtype)
-    if not self.bidirectional:
-      y, _ = linear_scan(a, drive, impl=self.scan_impl)
-      return y
-    half = self.width // 2
-    y_fwd, _ = linear_scan(a[..., :half], drive[..., :half], impl=self.scan_impl)
-    y_rev, _ = linear_scan(a[..., half:], drive[..., half:], reverse=True, impl=self.scan_impl)
-    return jnp.concatenate([y_fwd, y_rev], axis=-1)
+    return a, drive.astype(x.dtype)
 
+  def __call__(self, x: jax.Array, segment_ids: jax.Array,
+               prefix_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """x: (B, L, W) in the compute dtype -> (y in the same dtype, float32 forward state at L-1)."""
+    keep = decay_keep(segment_ids, prefix_mask, self.width, self.bidirectional)
+    a, drive = self._decay_and_drive(x, keep)
+    return split_scan(a, drive, bidirectional=self.bidirectional, impl=self.scan_impl)
+
+  def step(self, x: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One token (B, 1, W) continuing its document from forward state `h` -> (y, new state)."""
+    keep = jnp.arange(self.width) < self.state_width
+    a, drive = self._decay_and_drive(x, keep)
+    return split_step(a, drive, h, bidirectional=self.bidirectional)

@@ -64,6 +64,20 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
     return restored["state"]
 
+  def restore_params(self, step: int, setup: TrainSetup) -> Any:
+    """Restores only the params of checkpoint `step` into their shardings (for inference)."""
+    meta = self.read_meta(step)
+    if meta.get("param_shapes") != param_shapes(setup.abstract_state.params):
+      raise ConfigError(f"checkpoint {step} belongs to a model of a different shape "
+                        f"({meta.get('num_params')} params vs {setup.num_params} in the config)")
+    target = {"params": jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        setup.abstract_state.params, setup.state_shardings.params)}
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))
+    return restored["state"]["params"]
+
   def wait(self) -> None:
     """Blocks until background writes are finished."""
     self._manager.wait_until_finished()

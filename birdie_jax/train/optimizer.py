@@ -1,5 +1,5 @@
-"""AdamW with linear warm-up, cosine decay and global-norm clipping; no decay on norms, biases or
-the RG-LRU's recurrence parameters."""
+"""AdamW with linear warm-up, cosine decay and global-norm clipping; no decay on norms, biases,
+the RG-LRU's recurrence parameters or the Gated SSM's forget gate (as the paper trains them)."""
 from __future__ import annotations
 
 import jax
@@ -16,12 +16,15 @@ def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
       end_value=train.learning_rate * train.end_lr_ratio)
 
 
+_NO_DECAY_MODULES = {"lru", "forget_gate"}  # the RG-LRU (gates and Lambda), the Gated SSM's W_f
+
+
 def weight_decay_mask(params) -> object:
-  """True for the leaves that take weight decay: matrices outside the RG-LRU."""
+  """True for the leaves that take weight decay: matrices outside the recurrences' decay gates."""
 
   def decays(path, leaf) -> bool:
     names = {str(getattr(k, "key", k)) for k in path}
-    return leaf.ndim >= 2 and "lru" not in names
+    return leaf.ndim >= 2 and not names & _NO_DECAY_MODULES
 
   return jax.tree_util.tree_map_with_path(decays, params)
 

@@ -1,0 +1,63 @@
+"""The pre-norm residual block shared by every family, and the per-token context blocks receive.
+
+Every temporal mixer (RG-LRU block, Gated SSM, attention) has the same two methods:
+  `__call__(x, seg, *, cache_len=None) -> (y, cache)`: the whole (B, L, D) row in parallel; with
+      `cache_len` it also returns the decoding cache after the row's last position (else None).
+  `step(x, cache, info) -> (y, cache)`: one (B, 1, D) token continuing the last document.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+from flax import nnx
+
+from birdie_jax.models.layers import MLP, RMSNorm
+
+Cache = Any
+
+
+class Segments(NamedTuple):
+  """The packer's per-token fields, each (B, L): document ids (0 = padding), positions within the
+  document, and the Birdie prefix mask (True on an example's inputs X)."""
+  segment_ids: jax.Array
+  positions: jax.Array
+  prefix_mask: jax.Array
+
+
+class StepInfo(NamedTuple):
+  """What a decoding step needs besides its token: its position in the document (B, 1) and its
+  column in the row (a scalar, the same for every row: prompts are left-padded)."""
+  positions: jax.Array
+  index: jax.Array
+
+
+def bidirectional_layers(num_layers: int, bidirectional: bool, every: int) -> list[bool]:
+  """Which of `num_layers` recurrent layers are bidirectional: layers 0, every, 2*every, ..."""
+  return [bidirectional and i % every == 0 for i in range(num_layers)]
+
+
+class ResidualBlock(nnx.Module):
+  """x + mixer(norm(x)), then (when there is an MLP) x + mlp(norm(x))."""
+
+  def __init__(self, width: int, mixer: nnx.Module, mlp: MLP | None = None):
+    self.mixer_norm = RMSNorm(width)
+    self.mixer = mixer
+    self.mlp_norm = RMSNorm(width) if mlp is not None else None
+    self.mlp = mlp
+
+  def __call__(self, x: jax.Array, seg: Segments, *,
+               cache_len: int | None = None) -> tuple[jax.Array, Cache]:
+    """(B, L, D) -> (B, L, D) and the mixer's cache (None without `cache_len`)."""
+    y, cache = self.mixer(self.mixer_norm(x), seg, cache_len=cache_len)
+    return self._mlp(x + y), cache
+
+  def step(self, x: jax.Array, cache: Cache, info: StepInfo) -> tuple[jax.Array, Cache]:
+    """One token (B, 1, D) -> (B, 1, D) and the updated cache."""
+    y, cache = self.mixer.step(self.mixer_norm(x), cache, info)
+    return self._mlp(x + y), cache
+
+  def _mlp(self, x: jax.Array) -> jax.Array:
+    if self.mlp is None:
+      return x
+    return x + self.mlp(self.mlp_norm(x))

@@ -1,0 +1,90 @@
+"""The language model shared by every family: tied embedding, residual blocks, final norm.
+
+A family subclasses `LanguageModel`, builds its blocks in `make_blocks` and gives its analytic
+parameter count in `param_count`. Training calls the model on packed rows; decoding calls `prefill`
+on a left-padded prompt and then `step` once per new token.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from birdie_jax.models.blocks import ResidualBlock, Segments, StepInfo
+from birdie_jax.models.layers import Embedder, RMSNorm, as_dtype
+
+Cache = dict[str, Any]
+
+
+def mlp_hidden(cfg: ml_collections.ConfigDict) -> int:
+  """The MLP hidden width: round(mlp_expansion * width)."""
+  return int(round(cfg.mlp_expansion * cfg.width))
+
+
+def mlp_params(width: int, hidden: int) -> int:
+  """Parameters of the gated MLP (gate, up, down with biases)."""
+  return 2 * (width * hidden + hidden) + hidden * width + width
+
+
+class LanguageModel(nnx.Module):
+  """Token ids -> float32 logits, for packed rows (training) or one token at a time (decoding)."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
+    self.embed = Embedder(vocab_size, cfg.width, rngs=rngs, dtype=as_dtype(cfg.dtype))
+    self.blocks = nnx.List(self.make_blocks(cfg, rngs))
+    self.final_norm = RMSNorm(cfg.width)
+    self.remat = cfg.remat
+
+  def make_blocks(self, cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> list[ResidualBlock]:
+    """The family's residual blocks, first to last."""
+    raise NotImplementedError
+
+  @staticmethod
+  def param_count(cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
+    """The analytic number of parameters of the model `cfg` describes."""
+    raise NotImplementedError
+
+  def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
+               prefix_mask: jax.Array) -> jax.Array:
+    """(B, L) ids with their segment ids, per-segment positions and prefix mask -> logits."""
+    seg = Segments(segment_ids, positions, prefix_mask)
+    x = self.embed.encode(inputs)
+    for block in self.blocks:
+      if self.remat:
+        x = nnx.remat(lambda b, x, s: b(x, s)[0])(block, x, seg)
+      else:
+        x, _ = block(x, seg)
+    return self.embed.decode(self.final_norm(x))
+
+  def prefill(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
+              prefix_mask: jax.Array, cache_len: int) -> tuple[jax.Array, Cache]:
+    """The prompt pass: logits (B, L, V) and the cache for decoding after column L - 1.
+
+    Prompts must be left-padded (segment id 0) so every row's last column is its last token, and
+    must end past the last document's prefix (at its BEGIN token or later): decoded tokens are
+    never prefix. `cache_len` bounds prompt plus generated tokens (global attention's KV cache).
+    """
+    seg = Segments(segment_ids, positions, prefix_mask)
+    x = self.embed.encode(inputs)
+    caches = []
+    for block in self.blocks:
+      x, cache = block(x, seg, cache_len=cache_len)
+      caches.append(cache)
+    cache = {"index": jnp.asarray(inputs.shape[1], jnp.int32),
+             "positions": positions[:, -1].astype(jnp.int32) + 1, "blocks": caches}
+    return self.embed.decode(self.final_norm(x)), cache
+
+  def step(self, tokens: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
+    """One new token per row (B,) -> its logits (B, V) and the advanced cache."""
+    info = StepInfo(cache["positions"][:, None], cache["index"])
+    x = self.embed.encode(tokens[:, None])
+    caches = []
+    for block, block_cache in zip(self.blocks, cache["blocks"]):
+      x, block_cache = block.step(x, block_cache, info)
+      caches.append(block_cache)
+    logits = self.embed.decode(self.final_norm(x))[:, 0]
+    return logits, {"index": cache["index"] + 1, "positions": cache["positions"] + 1,
+                    "blocks": caches}

@@ -1,0 +1,94 @@
+"""Named model shapes per family (`model.preset`) and the model section's validation.
+
+A non-empty `model.preset` replaces the family's shape keys (those listed in the preset: width,
+depth, recurrence width, heads, MLP expansion, attention window and pattern) with the preset's
+values; the other model keys (bidirectional, dtype, scan_impl, remat, ...) come from the config.
+`1.4b` follows the paper's Table 7; `7b` follows RecurrentGemma's HAWK/GRIFFIN_PAPER_7B for the
+recurrent families and the usual 32 x 4096 shape for the Transformer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from birdie_jax.errors import ConfigError
+
+PRESET_NAMES = ("tiny", "150m", "400m", "1.4b", "7b")
+
+_HAWK = {
+    "tiny": dict(width=32, depth=2, lru_width=32, num_heads=2, mlp_expansion=3.0),
+    "150m": dict(width=768, depth=16, lru_width=1024, num_heads=8, mlp_expansion=8 / 3),
+    "400m": dict(width=1024, depth=26, lru_width=1536, num_heads=8, mlp_expansion=8 / 3),
+    "1.4b": dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=8 / 3),
+    "7b": dict(width=4096, depth=32, lru_width=5632, num_heads=32, mlp_expansion=3.0),
+}
+_GATED_SSM = {
+    "tiny": dict(width=32, depth=2, lru_width=32),
+    "150m": dict(width=768, depth=32, lru_width=1024),
+    "400m": dict(width=1024, depth=48, lru_width=1536),
+    "1.4b": dict(width=2048, depth=48, lru_width=2560),
+    "7b": dict(width=4096, depth=60, lru_width=5632),
+}
+_TRANSFORMER = {
+    "tiny": dict(width=32, depth=2, num_heads=2, num_kv_heads=2, head_dim=16, mlp_expansion=8 / 3),
+    "150m": dict(width=768, depth=18, num_heads=12, num_kv_heads=12, head_dim=64,
+                 mlp_expansion=8 / 3),
+    "400m": dict(width=1024, depth=28, num_heads=16, num_kv_heads=16, head_dim=64,
+                 mlp_expansion=8 / 3),
+    "1.4b": dict(width=2048, depth=24, num_heads=16, num_kv_heads=16, head_dim=128,
+                 mlp_expansion=8 / 3),
+    "7b": dict(width=4096, depth=32, num_heads=32, num_kv_heads=32, head_dim=128,
+               mlp_expansion=8 / 3),
+}
+_GRIFFIN = {
+    "tiny": dict(width=32, depth=3, lru_width=32, num_heads=2, num_kv_heads=1, head_dim=16,
+                 mlp_expansion=3.0, attention_window=6, attention_every=3),
+    "150m": dict(width=768, depth=18, lru_width=1024, num_heads=8, num_kv_heads=1, head_dim=96,
+                 mlp_expansion=8 / 3, attention_window=1024, attention_every=3),
+    "400m": dict(width=1024, depth=27, lru_width=1536, num_heads=8, num_kv_heads=1, head_dim=128,
+                 mlp_expansion=8 / 3, attention_window=1024, attention_every=3),
+    "1.4b": dict(width=2048, depth=24, lru_width=2560, num_heads=16, num_kv_heads=1, head_dim=128,
+                 mlp_expansion=8 / 3, attention_window=2048, attention_every=3),
+    "7b": dict(width=4096, depth=32, lru_width=5632, num_heads=32, num_kv_heads=1, head_dim=128,
+               mlp_expansion=3.0, attention_window=1024, attention_every=3),
+}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "hawk": _HAWK, "gated_ssm": _GATED_SSM, "transformer": _TRANSFORMER, "griffin": _GRIFFIN}
+
+_RECURRENT = ("hawk", "gated_ssm", "griffin")
+_ATTENTION = ("transformer", "griffin")
+_RG_LRU = ("hawk", "griffin")
+
+
+def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The model config with its preset's shape keys filled in (`cfg` itself without a preset)."""
+  if not cfg.preset:
+    return cfg
+  if cfg.family not in PRESETS or cfg.preset not in PRESETS[cfg.family]:
+    raise ConfigError(f"model.preset must be one of {PRESET_NAMES} (or ''), got {cfg.preset!r}")
+  out = ml_collections.ConfigDict(cfg.to_dict())
+  out.update(PRESETS[cfg.family][cfg.preset])
+  return out
+
+
+def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for an impossible model shape (after applying the preset)."""
+  cfg = resolve(cfg)
+  if cfg.family in _RECURRENT and cfg.bidirectional and cfg.lru_width % 2:
+    raise ConfigError(f"a bidirectional {cfg.family} splits its recurrence in half: "
+                      f"model.lru_width ({cfg.lru_width}) must be even")
+  if cfg.family in _RG_LRU and cfg.lru_width % cfg.num_heads:
+    raise ConfigError(f"model.lru_width ({cfg.lru_width}) must be divisible by "
+                      f"model.num_heads ({cfg.num_heads})")
+  if cfg.family in _ATTENTION:
+    if cfg.num_heads % cfg.num_kv_heads:
+      raise ConfigError(f"model.num_heads ({cfg.num_heads}) must be a multiple of "
+                        f"model.num_kv_heads ({cfg.num_kv_heads})")
+    if cfg.head_dim % 2:
+      raise ConfigError(f"model.head_dim ({cfg.head_dim}) must be even for RoPE")
+    if cfg.rope_base <= 1.0:
+      raise ConfigError(f"model.rope_base must exceed 1, got {cfg.rope_base}")
+  if cfg.family == "griffin" and cfg.depth < cfg.attention_every:
+    raise ConfigError(f"griffin needs model.depth >= model.attention_every ({cfg.attention_every})"
+                      f" to have an attention block, got depth {cfg.depth}")
