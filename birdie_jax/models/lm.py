@@ -30,22 +30,17 @@ def mlp_params(width: int, hidden: int) -> int:
 
 
 class LanguageModel(nnx.Module):
-  """Token ids -> float32 logits, for packed rows (training) or one token at a time (decoding)."""
+  """Token ids -> float32 logits, for packed rows (training) or one token at a time (decoding).
+
+  Each family defines `make_blocks(self, cfg, rngs) -> list[ResidualBlock]` (its blocks, first to
+  last) and the static `param_count(cfg, vocab_size) -> int` (its analytic parameter count).
+  """
 
   def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
     self.embed = Embedder(vocab_size, cfg.width, rngs=rngs, dtype=as_dtype(cfg.dtype))
     self.blocks = nnx.List(self.make_blocks(cfg, rngs))
     self.final_norm = RMSNorm(cfg.width)
     self.remat = cfg.remat
-
-  def make_blocks(self, cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> list[ResidualBlock]:
-    """The family's residual blocks, first to last."""
-    raise NotImplementedError
-
-  @staticmethod
-  def param_count(cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
-    """The analytic number of parameters of the model `cfg` describes."""
-    raise NotImplementedError
 
   def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
                prefix_mask: jax.Array) -> jax.Array:
