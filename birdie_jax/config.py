@@ -11,10 +11,13 @@ from collections.abc import Mapping
 import ml_collections
 from ml_collections import config_dict
 
+from birdie_jax.data import special_tokens
 from birdie_jax.errors import ConfigError
+from birdie_jax.objectives import grid
+from birdie_jax.models.presets import PRESET_NAMES, validate_model_config
 
-CURRICULA = ("ntp",)
-FAMILIES = ("hawk",)
+CURRICULA = grid.CURRICULA  # objective mixtures, see birdie_jax/objectives/grid.py
+FAMILIES = ("hawk", "gated_ssm", "griffin", "transformer")
 DTYPES = ("float32", "bfloat16")
 
 # Logical axis -> mesh axes. Params: `embed` over fsdp (ZeRO-3 style), the wide dims over tensor.
@@ -37,15 +40,23 @@ def default_config() -> ml_collections.ConfigDict:
   """All keys with their defaults (a tiny Hawk on the embedded corpus with next-token prediction)."""
   c = ml_collections.ConfigDict()
   c.seed = 0                                 # seeds params, data order and every objective draw
-  c.curriculum = "ntp"                       # objective mixture: ntp (more in later releases)
+  c.curriculum = "ntp"                       # ntp | ul2 | fixed_ratio | birdie_causal | birdie
 
   c.model = ml_collections.ConfigDict()
-  c.model.family = "hawk"                    # architecture family: hawk
-  c.model.bidirectional = False              # Birdie's bidirectional prefix layers
+  c.model.family = "hawk"                    # hawk | gated_ssm | griffin | transformer
+  c.model.preset = ""                        # '' or tiny|150m|400m|1.4b|7b (overrides shapes)
+  c.model.bidirectional = False              # Birdie: SSM channel split / prefix-LM masks
+  c.model.bidirectional_every = 2            # SSMs: recurrent blocks 0, n, 2n, ... go bidirectional
   c.model.width = 128                        # residual stream width
   c.model.depth = 4                          # number of residual blocks
-  c.model.lru_width = 160                    # RG-LRU recurrence width
-  c.model.num_heads = 4                      # heads of the RG-LRU's block-diagonal gates
+  c.model.lru_width = 160                    # recurrence width (RG-LRU; the Gated SSM's state)
+  c.model.num_heads = 4                      # attention heads; RG-LRU block-diagonal gate blocks
+  c.model.num_kv_heads = 4                   # attention key/value heads (1: MQA, num_heads: MHA)
+  c.model.head_dim = 32                      # attention head width
+  c.model.attention_window = 128             # griffin: local attention window in tokens
+  c.model.attention_every = 3                # griffin: every n-th block is attention (RRA pattern)
+  c.model.rope_base = 250_000.0              # RoPE max wavelength
+  c.model.attention_impl = "auto"            # auto (cuDNN on GPU in bf16) | xla | cudnn
   c.model.conv_width = 4                     # temporal Conv1D taps
   c.model.mlp_expansion = 3.0                # MLP hidden width = expansion * width (8/3 or 3)
   c.model.dtype = "float32"                  # compute dtype: float32 or bfloat16 (params stay float32)
@@ -58,6 +69,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.02                 # share of documents held out for validation
   c.data.gap = 0                             # <gap> tokens between packed documents
   c.data.num_workers = 0                     # Grain worker processes (0: in-process)
+  c.data.length_scale = 0.0                 # paper objective lengths x this (0: seq_len / 2048)
+  c.data.class_weights = ""                  # start weights, e.g. "infilling=0.5,copying=0.5"
   c.data.tokenizer = ml_collections.ConfigDict()
   c.data.tokenizer.kind = "sentencepiece"    # sentencepiece (trained on first use) | bytes
   c.data.tokenizer.vocab_size = 4096         # sentencepiece vocabulary size
@@ -90,11 +103,14 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 _POSITIVE_INTS = ("model.width", "model.depth", "model.lru_width", "model.num_heads",
-                  "model.conv_width", "train.steps", "train.batch_size", "train.seq_len",
+                  "model.conv_width", "model.bidirectional_every", "model.num_kv_heads",
+                  "model.head_dim", "model.attention_window", "model.attention_every", "train.steps", "train.batch_size", "train.seq_len",
                   "train.log_every", "train.eval_every", "train.eval_batches",
                   "checkpoint.every_steps", "checkpoint.max_to_keep")
 _CHOICES = {"curriculum": CURRICULA, "model.family": FAMILIES, "model.dtype": DTYPES,
             "model.scan_impl": ("auto", "associative", "linear", "chunked"),
+            "model.attention_impl": ("auto", "xla", "cudnn"),
+            "model.preset": ("",) + PRESET_NAMES,
             "data.tokenizer.kind": ("sentencepiece", "bytes")}
 
 
@@ -105,14 +121,18 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
   return value
 
 
+def _is_group(value) -> bool:
+  return isinstance(value, (Mapping, ml_collections.ConfigDict))
+
+
 def _check_keys(config: Mapping, reference: Mapping, prefix: str = "") -> None:
   for key in config.keys():
     if key not in reference:
       near = [k for k in reference.keys() if k[:3] == key[:3]]
       hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
       raise ConfigError(f"unknown config key {prefix}{key}{hint}")
-    if isinstance(reference[key], Mapping) and key != "shape":
-      if not isinstance(config[key], Mapping):
+    if _is_group(reference[key]) and key != "shape":
+      if not _is_group(config[key]):
         raise ConfigError(f"config key {prefix}{key} must be a group of keys")
       _check_keys(config[key], reference[key], f"{prefix}{key}.")
   for key in reference.keys():
@@ -124,7 +144,7 @@ def _check_types(config: Mapping, reference: Mapping, prefix: str = "") -> None:
   for key, ref in reference.items():
     value = config[key]
     name = f"{prefix}{key}"
-    if isinstance(ref, Mapping) and key != "shape":
+    if _is_group(ref) and key != "shape":
       _check_types(value, ref, f"{name}.")
     elif isinstance(ref, bool):
       if not isinstance(value, bool):
@@ -163,11 +183,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"train.end_lr_ratio must be in [0, 1], got {config.train.end_lr_ratio}")
   if config.data.tokenizer.vocab_size <= 0 and config.data.tokenizer.kind == "sentencepiece":
     raise ConfigError("data.tokenizer.vocab_size must be positive")
-  if config.model.lru_width % config.model.num_heads:
-    raise ConfigError(f"model.lru_width ({config.model.lru_width}) must be divisible by "
-                      f"model.num_heads ({config.model.num_heads})")
-  if config.model.bidirectional:
-    raise ConfigError("model.bidirectional=True needs a Birdie model family; "
-                      "this release trains causal models only")
+  validate_model_config(config.model)
   if not isinstance(config.data.source, str) or not config.data.source:
     raise ConfigError("data.source must be 'embedded', a path or glob, or tfds:<name>")
+  grid.build_curriculum(config.curriculum, seq_len=config.train.seq_len,  # lengths fit the rows
+                        num_sentinels=special_tokens.NUM_SENTINELS,
+                        length_scale=config.data.length_scale,
+                        class_weights=config.data.class_weights)

@@ -131,7 +131,7 @@ def test_validation_batches_are_fixed():
 
 def test_embedded_corpus_with_sentencepiece(tmp_path):
   documents = load_documents("embedded", "validation", val_fraction=0.05)
-  tokenizer = train_sentencepiece(documents, vocab_size=512, cache_dir=tmp_path)
+  tokenizer = train_sentencepiece(documents, vocab_size=768, cache_dir=tmp_path)
   iterator = iter(make_train_dataset(documents, tokenizer, seq_len=64, batch_size=2, seed=0))
   batch = next(iterator)
   iterator.close()

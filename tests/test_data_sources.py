@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from birdie_jax.data import embedded_corpus
+from birdie_jax.data import sources
 from birdie_jax.data.sources import load_documents
 from birdie_jax.errors import ConfigError
 
@@ -142,3 +143,14 @@ def test_tfds_source(tfds_dir, monkeypatch):
                             text_field="content")) == 30
   with pytest.raises(ConfigError, match="no feature 'text'"):
     load_documents("tfds:tiny_split", "train", val_fraction=0.2)
+
+
+def test_gigantic_document_is_cut_into_parts(tmp_path, monkeypatch):
+  monkeypatch.setattr(sources, "MAX_DOCUMENT_CHARS", 1000)
+  text = "".join(f"line {i} of a very long document\n" for i in range(400))
+  (tmp_path / "big.txt").write_text(text)
+  (tmp_path / "small.txt").write_text("a small one")
+  docs = load_documents(str(tmp_path), "train", val_fraction=0.0)
+  assert docs.stats.cut == 1 and len(docs) > 10
+  assert max(map(len, docs)) <= 1000
+  assert "".join(d for d in docs if d != "a small one") == text

@@ -15,9 +15,10 @@ from birdie_jax.errors import ConfigError
 
 TEXT = "ROMEO.\nBut soft, what light through yonder window?\n\n  It is the east,\tJuliet 4.\n"
 NON_ASCII = "Dès Noël où un zéphyr haï me vêt — ☃ 日本語 🐦\n"
-SPECIAL_TEXT = (" ".join(special_tokens.ALL) + "<sentinel_100> <s> </s> "
+SPECIAL_TEXT = (" ".join(special_tokens.ALL)
+                + f"<sentinel_{special_tokens.NUM_SENTINELS}> <s> </s> "
                 + "".join(special_tokens.ALL))
-VOCAB = 512
+VOCAB = 768  # above the 531 reserved ids (specials and byte pieces)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,9 @@ def test_specials_have_fixed_distinct_ids(tokenizer):
   assert tokenizer.special_id("<begin>") == 4
   assert tokenizer.sentinel_ids.dtype == np.int32
   first = tokenizer.special_id("<sentinel_0>")
-  assert np.array_equal(tokenizer.sentinel_ids, np.arange(first, first + 100))
-  assert tokenizer.special_id("<sentinel_99>") == tokenizer.sentinel_ids[-1]
+  count = special_tokens.NUM_SENTINELS
+  assert np.array_equal(tokenizer.sentinel_ids, np.arange(first, first + count))
+  assert tokenizer.special_id(f"<sentinel_{count - 1}>") == tokenizer.sentinel_ids[-1]
 
 
 def test_text_never_encodes_to_a_special(tokenizer):

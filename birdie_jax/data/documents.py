@@ -9,6 +9,7 @@ import numpy as np
 from birdie_jax.errors import ConfigError
 
 SPLITS = ("train", "validation")
+MAX_DOCUMENT_CHARS = 1_000_000  # longer documents are cut into parts (at newlines) when read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +21,7 @@ class SourceStats:
   undecodable: int = 0  # files or JSONL lines skipped because they are not UTF-8
   malformed: int = 0  # JSONL lines skipped: not JSON, or without a string text field
   unreadable: int = 0  # files skipped because they could not be read or decompressed
+  cut: int = 0  # documents of this split longer than MAX_DOCUMENT_CHARS, cut into parts
 
 
 class Documents(Sequence[str]):
@@ -42,6 +44,32 @@ class Documents(Sequence[str]):
     if isinstance(i, slice):
       return Documents(self._base, self._indices[i], self.stats)
     return self._base[int(self._indices[i])]
+
+
+def newline_chunks(text: str, size: int) -> list[str]:
+  """Cuts `text` into pieces of about `size` characters, just after a newline where there is one."""
+  chunks, start = [], 0
+  while start < len(text):
+    end = min(start + size, len(text))
+    if end < len(text):
+      newline = text.rfind("\n", start + size // 2, end)
+      end = newline + 1 if newline >= 0 else end
+    chunks.append(text[start:end])
+    start = end
+  return chunks
+
+
+def cut_long_documents(texts: Sequence[str],
+                       max_chars: int = MAX_DOCUMENT_CHARS) -> tuple[list[str], int]:
+  """`texts` with each one longer than `max_chars` cut into parts; and how many were cut."""
+  out, cut = [], 0
+  for text in texts:
+    if len(text) > max_chars:
+      out.extend(newline_chunks(text, max_chars))
+      cut += 1
+    else:
+      out.append(text)
+  return out, cut
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

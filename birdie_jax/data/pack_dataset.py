@@ -1,9 +1,10 @@
 """A Grain IterDataset that packs a stream of (doc_index, token ids) into rows, resumable exactly.
 
 The checkpoint state is JSON: the parent's state from *before* the document currently being cut,
-plus the offset and piece index within it. Restoring re-reads (and re-tokenizes) that document and
-continues cutting at the offset; because every piece draws from its own seeded generator and rows
-are only handed out whole, the rows after a restore are identical to those of an uninterrupted run.
+plus the offset and piece index within it, and the piece planner's state (the mixture weights) when
+it has one. Restoring re-reads (and re-tokenizes) that document and continues cutting at the offset;
+because every piece draws from its own seeded generator and rows are only handed out whole, the rows
+after a restore are identical to those of an uninterrupted run with the same weights.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import grain
 
 from birdie_jax.data.packing import DocumentPacker
 from birdie_jax.data.packing import Row
+from birdie_jax.data.packing import StatefulPlanner
 
 
 class _PackIterator(grain.DatasetIterator):
@@ -44,20 +46,34 @@ class _PackIterator(grain.DatasetIterator):
         return row
 
   def get_state(self) -> dict[str, Any]:
-    """{'parent': state before the current document, 'in_document', 'offset', 'piece_index'}."""
+    """JSON state: 'parent' (before the current document), 'in_document', 'offset', 'piece_index'.
+
+    A stateful planner (a mixture) adds 'planner', its state (the weights).
+    """
     if self._resume is not None:
       offset, piece_index = self._resume
-      return dict(parent=self._parent.get_state(), in_document=True, offset=offset,
-                  piece_index=piece_index)
-    if self._packer.needs_document:
-      return dict(parent=self._parent.get_state(), in_document=False, offset=0, piece_index=0)
-    return dict(parent=self._doc_state, in_document=True, offset=self._packer.offset,
-                piece_index=self._packer.piece_index)
+      state = dict(parent=self._parent.get_state(), in_document=True, offset=offset,
+                   piece_index=piece_index)
+    elif self._packer.needs_document:
+      state = dict(parent=self._parent.get_state(), in_document=False, offset=0, piece_index=0)
+    else:
+      state = dict(parent=self._doc_state, in_document=True, offset=self._packer.offset,
+                   piece_index=self._packer.piece_index)
+    if isinstance(self._packer.planner, StatefulPlanner):
+      state["planner"] = self._packer.planner.get_state()
+    return state
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Rewinds the parent to `state['parent']`; that document is re-read and cut at the offset."""
+    planner = self._packer.planner
+    if "planner" in state:
+      if not isinstance(planner, StatefulPlanner):
+        raise ValueError("the saved data state holds mixture weights, but this pipeline has no "
+                         "mixture (a different curriculum?)")
+      planner = planner.with_state(state["planner"])
     self._parent.set_state(state["parent"])
     self._packer.reset()
+    self._packer.planner = planner
     self._resume = (state["offset"], state["piece_index"]) if state["in_document"] else None
 
   def __str__(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 import dataclasses
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +41,17 @@ class PiecePlanner(Protocol):
 
   def plan(self, rng: np.random.Generator, room: int, seq_len: int) -> tuple[int, Objective]:
     """(number of document tokens for this piece, objective to apply to them)."""
+
+
+@runtime_checkable
+class StatefulPlanner(PiecePlanner, Protocol):
+  """A planner with JSON state (the mixture weights) that travels in the iterator's checkpoint."""
+
+  def get_state(self) -> dict[str, Any]:
+    """JSON-able state."""
+
+  def with_state(self, state: dict[str, Any]) -> StatefulPlanner:
+    """A planner like this one with `state` (planners are immutable)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +154,7 @@ class DocumentPacker:
     if seq_len < 1 or gap < 0:
       raise ConfigError(f"packing needs seq_len >= 1 and gap >= 0, got {seq_len} and {gap}")
     self._seq_len = seq_len
-    self._planner = as_planner(make_example)
+    self.planner = as_planner(make_example)  # replaceable between rows (new mixture weights)
     self._row = _Row(seq_len, begin_id=begin_id, pad_id=pad_id, gap=gap, gap_id=gap_id)
     self._seed = (seed, process_index)
     self.stats = PackStats()
@@ -176,7 +187,7 @@ class DocumentPacker:
     while self._tokens is not None:
       room = self._row.room
       rng = np.random.default_rng([*self._seed, self._doc_index, self.piece_index])
-      length, objective = self._planner.plan(rng, room, self._seq_len)
+      length, objective = self.planner.plan(rng, room, self._seq_len)
       if length < 1:
         raise ValueError(f"the piece planner asked for a piece of {length} tokens")
       piece = self._tokens[self.offset:self.offset + length].copy()  # objectives may write to it

@@ -5,13 +5,21 @@ int32, targets int32, loss_mask float32, segment_ids int32, positions int32, pre
 Iterators checkpoint exactly with `get_state`/`set_state` or Orbax's
 `grain.checkpoint.CheckpointSave/CheckpointRestore`; the state depends on `num_workers`, so keep it
 fixed across restarts. Objectives enter through `make_example`: a plain objective
-`(tokens, rng) -> (X, Y)` fills each row's remaining room, while a `packing.PiecePlanner` (the hook
-for the Birdie mixture) picks the objective and piece length per piece.
+`(tokens, rng) -> (X, Y)` fills each row's remaining room, while a `packing.PiecePlanner` such as an
+`objectives.mixture.Mixture` picks the objective and piece length per piece.
+
+A mixture's weights are part of the iterator state, so they are checkpointed with it, and
+`set_mixture_weights(iterator, weights)` changes them by rewriting that state: the next batch is
+the first drawn from the new weights, with no stale backlog, also with worker processes (Grain
+restarts them at the consumed position, which takes a moment: change weights at evaluations, not
+every step). Every process must set the same weights.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+import copy
 import functools
+from typing import Any
 
 from absl import flags
 import grain
@@ -25,6 +33,8 @@ from birdie_jax.data.packing import PiecePlanner
 from birdie_jax.data.packing import Row
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
+from birdie_jax.objectives.mixture import checked_weights
+from birdie_jax.objectives.mixture import Mixture
 from birdie_jax.objectives.next_token import next_token_prediction
 
 # Tokenization runs in a few threads ahead of the packer (cheap on 2 cores, bounded memory).
@@ -55,6 +65,8 @@ def make_train_dataset(documents: Sequence[str], tokenizer: Tokenizer, *, seq_le
     raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
   if not 0 <= process_index < process_count:
     raise ConfigError(f"process_index {process_index} is not in [0, {process_count})")
+  if isinstance(make_example, Mixture) and make_example.seq_len != seq_len:
+    raise ConfigError(f"the mixture was built for seq_len {make_example.seq_len}, not {seq_len}")
   shard = grain.MapDataset.source(documents)[process_index::process_count]
   if not len(shard):
     raise ConfigError(f"process {process_index} of {process_count} gets no document "
@@ -88,3 +100,54 @@ def make_validation_batches(documents: Sequence[str], tokenizer: Tokenizer, *, s
     return [next(iterator) for _ in range(num_batches)]
   finally:
     iterator.close()
+
+
+def make_validation_sets(documents: Sequence[str], tokenizer: Tokenizer, mixture: Mixture, *,
+                         seq_len: int, batch_size: int, num_batches: int, seed: int,
+                         gap: int = 0) -> dict[str, list[Row]]:
+  """For each configuration of `mixture`, `num_batches` fixed batches of it alone.
+
+  Every configuration gets the same documents in the same order, laid out exactly as in training;
+  the same seed gives the same sets.
+  """
+  return {name: make_validation_batches(documents, tokenizer, seq_len=seq_len,
+                                        batch_size=batch_size, num_batches=num_batches, seed=seed,
+                                        make_example=mixture.only(name), gap=gap)
+          for name in mixture.names}
+
+
+def _planner_states(state: Any) -> list[dict[str, Any]]:
+  """Every pack stage's planner state inside a (possibly multi-worker) iterator state."""
+  if isinstance(state, dict):
+    found = [state["planner"]] if isinstance(state.get("planner"), dict) else []
+    return found + [s for key, value in state.items() if key != "planner"
+                    for s in _planner_states(value)]
+  if isinstance(state, (list, tuple)):
+    return [s for value in state for s in _planner_states(value)]
+  return []
+
+
+def mixture_weights(iterator: grain.DatasetIterator) -> np.ndarray:
+  """The mixture weights the iterator draws its next batch from."""
+  states = _planner_states(iterator.get_state())
+  if not states:
+    raise ValueError("this data iterator has no objective mixture")
+  return np.asarray(states[0]["mixture_weights"], np.float64)
+
+
+def set_mixture_weights(iterator: grain.DatasetIterator, weights: Sequence[float] | np.ndarray
+                        ) -> None:
+  """Makes the iterator draw its next batches from `weights` (over the mixture's configurations).
+
+  The iterator keeps its position: the data after the change is what a run restored from this
+  point with these weights would see. Raises ValueError for weights of the wrong shape, negative,
+  non-finite or not summing to 1.
+  """
+  state = copy.deepcopy(iterator.get_state())
+  planners = _planner_states(state)
+  if not planners:
+    raise ValueError("this data iterator has no objective mixture")
+  values = checked_weights(weights, len(planners[0]["mixture_weights"])).tolist()
+  for planner in planners:
+    planner["mixture_weights"] = values
+  iterator.set_state(state)

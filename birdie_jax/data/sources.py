@@ -3,7 +3,9 @@
 Sources: 'embedded' (the Shakespeare passages shipped in the package), a path / directory / glob of
 the user's text or JSONL files, or `tfds:<name>[/<config>][:<version>]`. Validation documents are
 held out by a deterministic hash of the document index (`documents.split_indices`), unless a TFDS
-dataset has its own 'validation' split.
+dataset has its own 'validation' split. Documents of more than `MAX_DOCUMENT_CHARS` are cut at
+newlines into parts after the split (TFDS texts are read lazily and stay whole; the tokenizer
+encodes long texts in chunks and the packer cuts them into pieces either way).
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import numpy as np
 from birdie_jax.data import embedded_corpus
 from birdie_jax.data import file_source
 from birdie_jax.data import tfds_source
+from birdie_jax.data.documents import cut_long_documents
 from birdie_jax.data.documents import Documents
+from birdie_jax.data.documents import MAX_DOCUMENT_CHARS
 from birdie_jax.data.documents import SourceStats
 from birdie_jax.data.documents import split_indices
 from birdie_jax.errors import ConfigError
@@ -67,4 +71,9 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
     if not texts:
       raise ConfigError(f"data source {source} has no non-empty UTF-8 document "
                         f"(skipped: {skipped})")
-  return Documents(texts, split_indices(len(texts), split, val_fraction), stats)
+  kept = [texts[i] for i in split_indices(len(texts), split, val_fraction)]
+  parts, cut = cut_long_documents(kept, MAX_DOCUMENT_CHARS)
+  if cut:
+    logging.warning("Data source %s: cut %d documents of over %d characters into parts", source,
+                    cut, MAX_DOCUMENT_CHARS)
+  return Documents(parts, np.arange(len(parts)), dataclasses.replace(stats, cut=cut))

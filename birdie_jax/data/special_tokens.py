@@ -23,7 +23,9 @@ PARADIGMS = {
     "selective_copying": "<selective_copying>",
     "autoencoding": "<autoencoding>",
 }
-NUM_SENTINELS = 100
+# Enough for one unique sentinel per span in every configuration of the paper's grid at 2048-token
+# rows (the densest, infilling with 50% masked in spans of 3, needs 256).
+NUM_SENTINELS = 256
 SENTINELS = tuple(f"<sentinel_{i}>" for i in range(NUM_SENTINELS))
 MARKERS = ("[COPY]", "[START]", "[END]", "[CONTEXT]", "[SEP]", "[DONE]")
 

@@ -22,6 +22,7 @@ import numpy as np
 import sentencepiece as spm
 
 from birdie_jax.data import special_tokens
+from birdie_jax.data.documents import newline_chunks
 from birdie_jax.errors import ConfigError
 
 SAMPLE_CHARS = 3_000_000  # characters of training documents the BPE model is trained on
@@ -148,7 +149,7 @@ class SentencePieceTokenizer(Tokenizer):
     """The ids of `text`; very long texts are encoded in newline-aligned chunks, in threads."""
     if len(text) <= _ENCODE_CHUNK_CHARS:
       return np.asarray(self._sp.encode(text), np.int32)
-    pieces = self.encode_batch(_newline_chunks(text, _ENCODE_CHUNK_CHARS))
+    pieces = self.encode_batch(newline_chunks(text, _ENCODE_CHUNK_CHARS))
     return np.concatenate(pieces)
 
   def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -164,19 +165,6 @@ class SentencePieceTokenizer(Tokenizer):
   def special_id(self, name: str) -> int:
     """The id of a reserved special token."""
     return self._ids[name]
-
-
-def _newline_chunks(text: str, size: int) -> list[str]:
-  """Cuts `text` into pieces of about `size` characters, just after a newline where there is one."""
-  chunks, start = [], 0
-  while start < len(text):
-    end = min(start + size, len(text))
-    if end < len(text):
-      newline = text.rfind("\n", start + size // 2, end)
-      end = newline + 1 if newline >= 0 else end
-    chunks.append(text[start:end])
-    start = end
-  return chunks
 
 
 def training_sample(documents: Sequence[str], max_chars: int = SAMPLE_CHARS) -> list[str]:

@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 
 from birdie_jax.config import validate_config
+from birdie_jax.data.curriculum import make_mixture
+from birdie_jax.data.packing import padding_fraction
 from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
 from birdie_jax.data.sources import load_documents
 from birdie_jax.data.tokenizer import build_tokenizer
@@ -80,14 +82,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   local_batch = config.train.batch_size // jax.process_count()
   pi, pc = jax.process_index(), jax.process_count()
+  mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=config.train.seq_len,
+                         length_scale=config.data.length_scale,
+                         class_weights=config.data.class_weights)
   dataset = make_train_dataset(
       train_docs, tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
-      seed=config.seed, process_index=pi, process_count=pc, gap=config.data.gap,
-      num_workers=config.data.num_workers)
+      seed=config.seed, process_index=pi, process_count=pc, make_example=mixture,
+      gap=config.data.gap, num_workers=config.data.num_workers)
   data_iter = iter(dataset)
   val_batches = [_to_global(b, mesh, rules) for b in make_validation_batches(
       val_docs[pi::pc], tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
-      num_batches=config.train.eval_batches, seed=config.seed)]
+      num_batches=config.train.eval_batches, seed=config.seed, make_example=mixture,
+      gap=config.data.gap)]
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.checkpoint.max_to_keep,
@@ -114,10 +120,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if start >= total:
         log_progress(f"run already finished at step {start} (train.steps={total})")
       for step in range(start + 1, total + 1):
-        batch = _to_global(next(data_iter), mesh, rules)
-        state, metrics = train_step(state, batch)
+        host_batch = next(data_iter)
+        state, metrics = train_step(state, _to_global(host_batch, mesh, rules))
         if step % config.train.log_every == 0 or step == total or step == start + 1:
           scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          scalars["padding_fraction"] = padding_fraction(host_batch)  # this process's rows
           scalars.update(throughput.report(step))
           if step % config.train.eval_every == 0 or step == total:
             scalars["val_loss"] = evaluate(setup, eval_step, state.params, val_batches)

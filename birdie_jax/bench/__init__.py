@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m birdie_jax.bench <subcommand> [flags]` (see `__main__`)."""

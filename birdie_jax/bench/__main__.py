@@ -1,0 +1,27 @@
+"""`python -m birdie_jax.bench <subcommand> [flags]`: runs `birdie_jax.bench.<module>.main`.
+
+Add a subcommand by adding a row to `SUBCOMMANDS`; its module defines `main(argv: list[str])`.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "objectives": ("birdie_jax.bench.objectives", "objective and mixture throughput per CPU core"),
+}
+
+
+def main(argv: list[str]) -> int:
+  """Runs the subcommand named by argv[0] with the remaining arguments."""
+  if not argv or argv[0] not in SUBCOMMANDS:
+    usage = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    print(f"usage: python -m birdie_jax.bench <subcommand> [flags]\n{usage}", file=sys.stderr)
+    return 2
+  module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+  module.main(argv[1:])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
