@@ -12,6 +12,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from birdie_jax.data import special_tokens
+from birdie_jax.controller.settings import default_settings
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives import grid
 from birdie_jax.models.presets import PRESET_NAMES, validate_model_config
@@ -60,7 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.conv_width = 4                     # temporal Conv1D taps
   c.model.mlp_expansion = 3.0                # MLP hidden width = expansion * width (8/3 or 3)
   c.model.dtype = "float32"                  # compute dtype: float32 or bfloat16 (params stay float32)
-  c.model.scan_impl = "auto"                 # linear_scan implementation: auto, associative, linear, chunked
+  c.model.scan_impl = "auto"                 # linear_scan implementation: auto, associative, linear, chunked, pallas
   c.model.remat = False                      # rematerialise each block in the backward pass
 
   c.data = ml_collections.ConfigDict()
@@ -91,6 +92,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 100                   # steps between validation-loss evaluations
   c.train.eval_batches = 4                   # validation batches per evaluation
 
+  c.controller = default_settings()          # Birdie's reward-driven mixture (birdie_jax/controller)
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 200             # steps between checkpoints (and one at the end)
   c.checkpoint.max_to_keep = 3               # checkpoints kept on disk
@@ -108,7 +111,7 @@ _POSITIVE_INTS = ("model.width", "model.depth", "model.lru_width", "model.num_he
                   "train.log_every", "train.eval_every", "train.eval_batches",
                   "checkpoint.every_steps", "checkpoint.max_to_keep")
 _CHOICES = {"curriculum": CURRICULA, "model.family": FAMILIES, "model.dtype": DTYPES,
-            "model.scan_impl": ("auto", "associative", "linear", "chunked"),
+            "model.scan_impl": ("auto", "associative", "linear", "chunked", "pallas"),
             "model.attention_impl": ("auto", "xla", "cudnn"),
             "model.preset": ("",) + PRESET_NAMES,
             "data.tokenizer.kind": ("sentencepiece", "bytes")}
@@ -184,6 +187,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.data.tokenizer.vocab_size <= 0 and config.data.tokenizer.kind == "sentencepiece":
     raise ConfigError("data.tokenizer.vocab_size must be positive")
   validate_model_config(config.model)
+  if config.curriculum == "birdie_causal" and config.model.bidirectional:
+    raise ConfigError("curriculum birdie_causal trains a causal model: set "
+                      "model.bidirectional=False, or use curriculum=birdie")
+  if config.controller.val_rows <= 0:
+    raise ConfigError(f"controller.val_rows must be positive, got {config.controller.val_rows}")
   if not isinstance(config.data.source, str) or not config.data.source:
     raise ConfigError("data.source must be 'embedded', a path or glob, or tfds:<name>")
   grid.build_curriculum(config.curriculum, seq_len=config.train.seq_len,  # lengths fit the rows

@@ -1,4 +1,5 @@
-"""A short training run on the Birdie mixture: it trains, logs padding, and resumes exactly."""
+"""Short training runs on the Birdie mixture with the controller in the loop: the mixture changes
+between evaluations, the plot is written, and a killed run resumes exactly (controller included)."""
 import json
 import shutil
 
@@ -12,20 +13,45 @@ def _rows(workdir):
   return [json.loads(line) for line in open(workdir / "metrics.jsonl", encoding="utf-8")]
 
 
-def test_birdie_curriculum_trains_and_resumes_exactly(tmp_path):
+def _birdie_config():
   config = tiny_config()
   config.curriculum = "birdie"
+  config.model.bidirectional = True
   config.data.gap = 1
-  config.train.steps = 4
+  config.train.steps = 10
   config.train.log_every = 1
-  config.checkpoint.every_steps = 2
+  config.checkpoint.every_steps = 4
+  config.controller.schedule_scale = 0.01   # evaluations at steps 1, 2, 3, 5, 10
+  config.controller.num_candidates = 256    # a smaller controller keeps the test quick
+  config.controller.train_steps = 50
+  config.controller.hidden = 32
+  return config
+
+
+def test_birdie_run_changes_mixture_and_resumes_exactly(tmp_path):
+  config = _birdie_config()
   workdir = tmp_path / "run"
   train_and_evaluate(config, str(workdir))
-  straight = {r["step"]: r for r in _rows(workdir) if "loss" in r}
+  rows = _rows(workdir)
+  straight = {r["step"]: r for r in rows if "loss" in r}
   assert all(0.0 <= r["padding_fraction"] < 0.5 for r in straight.values())
-  assert np.isfinite(straight[4]["val_loss"])
-  shutil.rmtree(workdir / "checkpoints" / "4")  # killed after the step-2 checkpoint
+  evals = {r["step"]: r for r in rows if "reward/total" in r or "mixture_class/copying" in r}
+  assert sorted(evals) == [1, 2, 3, 5, 10]
+  names = sorted(k for k in evals[1] if k.startswith("mixture/"))
+  assert len(names) == 96 and all(f"val_loss/{n[8:]}" in evals[1] for n in names)
+  mixtures = np.array([[evals[s][n] for n in names] for s in sorted(evals)])
+  np.testing.assert_allclose(mixtures.sum(axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(mixtures[0], mixtures[1])        # uniform before control starts
+  assert np.abs(mixtures[2] - mixtures[1]).max() > 1e-3       # the controller takes over at 3
+  assert np.abs(mixtures[4] - mixtures[3]).max() > 1e-3       # and keeps re-choosing
+  assert (workdir / "mixture.png").stat().st_size > 10_000
+
+  shutil.rmtree(workdir / "checkpoints" / "8")   # killed after the step-4 checkpoint
+  shutil.rmtree(workdir / "checkpoints" / "10")
   (workdir / "metrics.jsonl").unlink()
   train_and_evaluate(config, str(workdir))
-  resumed = {r["step"]: r["loss"] for r in _rows(workdir) if "loss" in r}
-  assert [resumed[s] for s in (3, 4)] == [straight[s]["loss"] for s in (3, 4)]
+  resumed = _rows(workdir)
+  assert [r["loss"] for r in resumed if "loss" in r] == [straight[s]["loss"] for s in range(5, 11)]
+  resumed_evals = {r["step"]: r for r in resumed if "reward/total" in r}
+  for step in (5, 10):
+    assert {n: resumed_evals[step][n] for n in names} == {n: evals[step][n] for n in names}

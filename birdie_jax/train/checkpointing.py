@@ -37,12 +37,21 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: TrainState, data_iterator: grain.DatasetIterator,
-           meta: dict[str, Any]) -> None:
-    """Starts writing a checkpoint (in the background when async)."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator),
-        meta=ocp.args.JsonSave(meta)), force=True)
+           meta: dict[str, Any], controller: Any = None) -> None:
+    """Starts writing a checkpoint (in the background when async); `controller` is the mixture
+    controller's state pytree, for the curricula that have one."""
+    items = {"state": ocp.args.StandardSave(state),
+             "data": grain.checkpoint.CheckpointSave(data_iterator),
+             "meta": ocp.args.JsonSave(meta)}
+    if controller is not None:
+      items["controller"] = ocp.args.StandardSave(controller)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore_controller(self, step: int, target: Any) -> Any:
+    """The controller state saved with checkpoint `step`, restored into `target`'s shapes."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        controller=ocp.args.StandardRestore(target)))
+    return restored["controller"]
 
   def read_meta(self, step: int) -> dict[str, Any]:
     """The JSON metadata of checkpoint `step`."""

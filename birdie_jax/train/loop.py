@@ -9,6 +9,7 @@ Workdir layout:
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -26,6 +27,7 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, validate_rules
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
+from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureControl
 from birdie_jax.train.metrics import MetricsWriter, Throughput, log_progress, progress_line
 from birdie_jax.train.state import TrainSetup, init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step
@@ -58,6 +60,14 @@ def evaluate(setup: TrainSetup, eval_step, params, batches: list[dict]) -> float
   return total / max(count, 1.0)
 
 
+def _controller_line(step: int, scalars: dict[str, float], classes) -> str:
+  weights = ", ".join(f"{c} {scalars[f'mixture_class/{c}']:.2f}" for c in classes)
+  reward = f" | reward {scalars['reward/total']:+.3f}" if "reward/total" in scalars else ""
+  return (f"step {step} controller: {len(classes)} classes evaluated in "
+          f"{scalars['controller/eval_s']:.1f}s, updated in {scalars['controller/update_s']:.2f}s"
+          f"{reward} | mixture: {weights}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics."""
   validate_config(config)
@@ -72,6 +82,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                             text_field=config.data.text_field)
   os.makedirs(workdir, exist_ok=True)
   tokenizer = build_tokenizer(config.data, train_docs, cache_dir=workdir)
+  mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=config.train.seq_len,
+                         length_scale=config.data.length_scale,
+                         class_weights=config.data.class_weights)
+  control = (MixtureControl(config, mixture) if config.curriculum in CONTROLLED_CURRICULA
+             else None)
   setup = make_train_setup(config, tokenizer.vocab_size, mesh)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -82,9 +97,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   local_batch = config.train.batch_size // jax.process_count()
   pi, pc = jax.process_index(), jax.process_count()
-  mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=config.train.seq_len,
-                         length_scale=config.data.length_scale,
-                         class_weights=config.data.class_weights)
   dataset = make_train_dataset(
       train_docs, tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
       seed=config.seed, process_index=pi, process_count=pc, make_example=mixture,
@@ -94,6 +106,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       val_docs[pi::pc], tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
       num_batches=config.train.eval_batches, seed=config.seed, make_example=mixture,
       gap=config.data.gap)]
+  if control is not None:
+    control.build_validation_sets(val_docs[pi::pc], tokenizer,
+                                  lambda b: _to_global(b, mesh, rules),
+                                  math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], pc))
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.checkpoint.max_to_keep,
@@ -103,6 +119,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = init_train_state(config, setup, tokenizer.vocab_size)
   else:
     state = checkpointer.restore(latest, setup, data_iter)
+    if control is not None:
+      control.state = checkpointer.restore_controller(latest, control.abstract_state())
     log_progress(f"resumed from step {latest} in {workdir}")
   start = int(jax.device_get(state.step))
   total = config.train.steps
@@ -128,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           scalars.update(throughput.report(step))
           if step % config.train.eval_every == 0 or step == total:
             scalars["val_loss"] = evaluate(setup, eval_step, state.params, val_batches)
-            throughput.restart()
+            throughput.restart(step)
           if timed_from is None:
             timed_from = (step, time.perf_counter())
           done = step - timed_from[0]
@@ -139,9 +157,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         elif step % config.train.eval_every == 0:
           val = evaluate(setup, eval_step, state.params, val_batches)
           writer.write(step, {"val_loss": val})
-          throughput.restart()
+          throughput.restart(step)
+        if control is not None and control.is_eval_step(step):
+          controller_scalars = control.update(step, eval_step, state.params, data_iter, workdir)
+          writer.write(step, controller_scalars)
+          log_progress(_controller_line(step, controller_scalars, mixture.curriculum.classes))
+          throughput.restart(step)
         if step % config.checkpoint.every_steps == 0 or step == total:
-          checkpointer.save(step, state, data_iter, meta)
+          checkpointer.save(step, state, data_iter, meta,
+                            controller=None if control is None else control.state)
   finally:
     checkpointer.close()
     writer.close()

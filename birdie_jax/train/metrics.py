@@ -57,9 +57,10 @@ class Throughput:
     self._time = time.perf_counter()
     self.devices = jax.device_count()
 
-  def restart(self) -> None:
-    """Starts the next window now (call after work that is not training, e.g. evaluation)."""
-    self._time = time.perf_counter()
+  def restart(self, step: int) -> None:
+    """Starts the next window now, after `step` (call after work that is not training, e.g.
+    evaluation, so it does not count against the training rate)."""
+    self._step, self._time = step, time.perf_counter()
 
   def report(self, step: int) -> dict[str, float]:
     """Rates since the previous call (call after the step's results are on the host)."""
