@@ -56,6 +56,8 @@ def test_bad_settings_are_config_errors(key, value, classes):
 
 
 def test_history_holds_one_row_per_scheduled_evaluation():
-  controller = Controller.from_config(default_settings(), class_of_config=[0, 0, 1],
-                                      total_steps=32_000)
+  settings = default_settings()
+  assert settings.history == 40  # fixed by default, so a resumed longer run keeps its shapes
+  settings.history = 0           # 0: one row per scheduled evaluation (after the first)
+  controller = Controller.from_config(settings, class_of_config=[0, 0, 1], total_steps=32_000)
   assert controller.capacity == 36 and controller.schedule.control_start == 250
