@@ -9,6 +9,11 @@ import sys
 
 SUBCOMMANDS = {
     "objectives": ("birdie_jax.bench.objectives", "objective and mixture throughput per CPU core"),
+    "controller": ("birdie_jax.bench.controller", "seconds per reward-controller update"),
+    "scan": ("birdie_jax.bench.scan", "linear_scan implementations against the HBM floor"),
+    "train": ("birdie_jax.bench.train", "train-step tokens/s, MFU, memory, compile time"),
+    "decode": ("birdie_jax.bench.decode", "batched generation tokens/s against prompt length"),
+    "tpu_aot": ("birdie_jax.bench.tpu_aot", "compile the Pallas scan for a TPU topology from CPU"),
 }
 
 

@@ -14,8 +14,9 @@ end and the final state is returned in float32. A bfloat16 model therefore
 sees only one bfloat16 rounding per output, however long the sequence.
 
 Several implementations compute the same function (`ScanImpl`); `"auto"`
-picks the one we expect to be fastest. All are plain JAX, so autodiff gives
-their gradients.
+picks the fastest measured on the platform (`experiments/benchmarks/README.md`).
+The plain-JAX ones get their gradients from autodiff; `"pallas"`
+(`scan_pallas.py`) has a custom VJP.
 """
 
 import enum
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from birdie_jax.errors import ConfigError
+from birdie_jax.ops.scan_pallas import pallas_scan
 
 # Steps per iteration of the sequential `lax.scan` loop.
 _LINEAR_UNROLL = 8
@@ -37,6 +39,12 @@ class ScanImpl(enum.StrEnum):
   ASSOCIATIVE = "associative"  # jax.lax.associative_scan over the whole length.
   LINEAR = "linear"  # jax.lax.scan, one step per position.
   CHUNKED = "chunked"  # associative_scan within chunks, lax.scan across them.
+  PALLAS = "pallas"  # Pallas kernels (Triton on GPU, Mosaic on TPU, interpreted on CPU).
+
+
+# Fastest measured per platform (experiments/benchmarks/README.md); associative elsewhere
+# (TPU included until its kernel has been timed there).
+_AUTO = {"gpu": ScanImpl.PALLAS}
 
 
 def resolve_impl(impl: ScanImpl | str) -> ScanImpl:
@@ -46,7 +54,9 @@ def resolve_impl(impl: ScanImpl | str) -> ScanImpl:
   except ValueError:
     valid = ", ".join(repr(m.value) for m in ScanImpl)
     raise ConfigError(f"Unknown scan impl {impl!r}; valid names: {valid}.") from None
-  return ScanImpl.ASSOCIATIVE if impl is ScanImpl.AUTO else impl
+  if impl is ScanImpl.AUTO:
+    return _AUTO.get(jax.default_backend(), ScanImpl.ASSOCIATIVE)
+  return impl
 
 
 @functools.partial(jax.jit, static_argnames=("reverse", "impl", "chunk_size"))
@@ -72,7 +82,7 @@ def linear_scan(
     h0: Optional `(batch, width)` state before the first step (before the last
       position when `reverse`); zeros when omitted.
     reverse: Scan from the last position to the first.
-    impl: A `ScanImpl` or its name; `"auto"` is `"associative"`.
+    impl: A `ScanImpl` or its name; `"auto"` picks the platform's fastest.
     chunk_size: Chunk length for `"chunked"`; ignored by the others.
 
   Returns:
@@ -88,6 +98,8 @@ def linear_scan(
   _check_shapes(a, x, h0)
   if chunk_size < 1:
     raise ConfigError(f"chunk_size must be positive, got {chunk_size}.")
+  if impl is ScanImpl.PALLAS and x.shape[1]:
+    return pallas_scan(a, x, h0, reverse=reverse)  # Reads a, x as they are; float32 inside.
   out_dtype = x.dtype
   a = a.astype(jnp.float32)
   x = x.astype(jnp.float32)

@@ -1,0 +1,201 @@
+"""`python -m birdie_jax.bench train`: train-step throughput of our models (and RecurrentGemma's).
+
+Each model runs our real `make_train_setup` / `init_train_state` / `make_train_step` on one device
+with synthetic packed batches (4 documents a row; in Birdie-bidirectional runs the first quarter
+of each document is prefix). Reported: tokens/s (median step time), MFU at 6·N FLOPs per token
+against the card's dense bf16 peak (`--peak_tflops`; attention FLOPs are not counted), XLA's
+memory estimate of the compiled step, and the compile time of the first step. `--baseline`
+adds RecurrentGemma's JAX Hawk (`recurrentgemma` package) at the `hawk:rg` shape.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from birdie_jax.bench import harness
+from birdie_jax.config import default_config
+from birdie_jax.parallel.mesh import make_mesh
+from birdie_jax.train.state import init_train_state, make_train_setup
+from birdie_jax.train.step import make_train_step
+
+# The Hawk shape RecurrentGemma was measured at (issue 7); other names are model.preset values.
+RG_HAWK = dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=3.0)
+_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, datasheet
+_COLUMNS = ("model", "scan", "tokens_per_s", "mfu", "step_ms", "params_m", "mem_gb",
+            "compile_s")
+
+
+def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: bool):
+  """The config for `family:preset` (preset `rg`: the RecurrentGemma Hawk shape)."""
+  family, preset = spec.split(":")
+  config = default_config()
+  config.model.family = family
+  if preset == "rg":
+    config.model.update(RG_HAWK)
+  else:
+    config.model.preset = preset
+  config.model.bidirectional = bidirectional
+  config.model.dtype = "bfloat16"
+  config.model.scan_impl = scan_impl
+  config.model.remat = remat
+  return config
+
+
+def synthetic_batch(rng: np.random.Generator, batch: int, seq_len: int, vocab: int,
+                    bidirectional: bool, docs: int = 4) -> dict[str, np.ndarray]:
+  """A packed batch: `docs` documents a row; prefix (no loss) on a quarter of each if bidir."""
+  doc_len = -(-seq_len // docs)
+  col = np.arange(seq_len)
+  segment = np.broadcast_to(col // doc_len + 1, (batch, seq_len)).astype(np.int32)
+  position = np.broadcast_to(col % doc_len, (batch, seq_len)).astype(np.int32)
+  prefix = (position < doc_len // 4) if bidirectional else np.zeros_like(position, bool)
+  tokens = rng.integers(0, vocab, (batch, seq_len + 1), dtype=np.int32)
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+          "loss_mask": (~prefix).astype(np.float32), "segment_ids": segment,
+          "positions": position, "prefix_mask": prefix}
+
+
+def _memory_gb(compiled) -> float | None:
+  """XLA's estimate of the step's device memory: arguments + outputs + temporaries - aliased."""
+  try:
+    m = compiled.memory_analysis()
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
+  except (AttributeError, NotImplementedError, TypeError):
+    return None
+  return total / 2**30
+
+
+def _time_steps(run, state, steps: int) -> tuple[Any, float]:
+  """Runs 2 warm-up steps, then `steps` timed ones; returns the state and median seconds."""
+  times = []
+  for i in range(steps + 2):
+    start = time.perf_counter()
+    state, loss = run(state)
+    jax.block_until_ready(loss)
+    if i >= 2:
+      times.append(time.perf_counter() - start)
+  return state, statistics.median(times)
+
+
+def _result(name: str, scan: str, seconds: float, tokens: int, num_params: int, compile_s: float,
+            mem_gb: float | None, peak_tflops: float | None) -> dict[str, Any]:
+  rate = tokens / seconds
+  return {"model": name, "scan": scan, "tokens_per_s": rate, "step_ms": seconds * 1e3,
+          "params_m": num_params / 1e6, "compile_s": compile_s, "mem_gb": mem_gb,
+          "mfu": 6 * num_params * rate / (peak_tflops * 1e12) if peak_tflops else None}
+
+
+def measure(spec: str, *, bidirectional: bool, scan_impl: str, args) -> dict[str, Any]:
+  """One model: compile the real train step, time `args.steps` steps."""
+  config = model_config(spec, bidirectional=bidirectional, scan_impl=scan_impl, remat=args.remat)
+  config.train.batch_size, config.train.seq_len = args.batch, args.seq_len
+  mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  setup = make_train_setup(config, args.vocab, mesh)
+  state = init_train_state(config, setup, args.vocab)
+  batch = synthetic_batch(np.random.default_rng(0), args.batch, args.seq_len, args.vocab,
+                          bidirectional)
+  with jax.set_mesh(mesh):
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    start = time.perf_counter()
+    compiled = make_train_step(setup, config.train).lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+
+    def run(state):
+      state, metrics = compiled(state, batch)
+      return state, metrics["loss"]
+
+    _, seconds = _time_steps(run, state, args.steps)
+  name = f"{spec}{':bidir' if bidirectional else ''}"
+  return _result(name, scan_impl, seconds, args.batch * args.seq_len, setup.num_params, compile_s,
+                 _memory_gb(compiled), args.peak_tflops)
+
+
+def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
+  """RecurrentGemma's Hawk at `RG_HAWK` (bf16 compute, f32 params, remat, AdamW), same batch."""
+  import recurrentgemma.jax as rg  # pylint: disable=g-import-not-at-top  (optional baseline)
+
+  config = rg.GriffinConfig(
+      vocab_size=args.vocab, width=RG_HAWK["width"],
+      mlp_expanded_width=int(RG_HAWK["mlp_expansion"] * RG_HAWK["width"]),
+      num_heads=RG_HAWK["num_heads"], lru_width=RG_HAWK["lru_width"],
+      block_types=(rg.TemporalBlockType.RECURRENT,) * RG_HAWK["depth"],
+      embeddings_scale_by_sqrt_dim=True, attention_window_size=2048, logits_soft_cap=30.0,
+      scan_type=rg.ScanType[scan_type])
+  model = rg.Griffin(config, gradient_checkpointing=args.remat, dtype=jnp.bfloat16)
+  batch = synthetic_batch(np.random.default_rng(0), args.batch, args.seq_len, args.vocab, False)
+  tokens, targets = jnp.asarray(batch["inputs"]), jnp.asarray(batch["targets"])
+  positions = jnp.asarray(batch["positions"])
+  params = jax.jit(model.init)(jax.random.key(0), tokens, positions)
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, b1=0.9, b2=0.95))
+  state = (params, tx.init(params))
+
+  def step(state, tokens, targets, positions):
+    params, opt_state = state
+
+    def loss_fn(p):
+      logits, _ = model.apply(p, tokens, positions)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  start = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=0).lower(state, tokens, targets, positions).compile()
+  compile_s = time.perf_counter() - start
+  _, seconds = _time_steps(lambda s: compiled(s, tokens, targets, positions), state, args.steps)
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  return _result("recurrentgemma:hawk", scan_type.lower(), seconds, args.batch * args.seq_len,
+                 num_params, compile_s, _memory_gb(compiled), args.peak_tflops)
+
+
+def main(argv: list[str]) -> None:
+  """Parses flags, measures each model, prints the table and appends the JSON lines."""
+  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench train",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default="hawk:rg,hawk:1.4b,gated_ssm:1.4b,transformer:1.4b",
+                      help="family:preset list (preset 'rg': the RecurrentGemma Hawk shape)")
+  parser.add_argument("--modes", default="causal,bidirectional", help="causal and/or bidirectional")
+  parser.add_argument("--scan_impls", default="auto", help="linear_scan impls for recurrent models")
+  parser.add_argument("--baseline", default="",
+                      help="RecurrentGemma scan types to measure, e.g. LINEAR_NATIVE")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--seq_len", type=int, default=2048)
+  parser.add_argument("--vocab", type=int, default=32_000)
+  parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+  parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=True)
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="dense bf16 peak for MFU (default: by card name; none on CPU)")
+  parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
+  args = parser.parse_args(argv)
+  card = harness.device_info()["card"]
+  args.peak_tflops = args.peak_tflops or next(
+      (v for k, v in _PEAK_TFLOPS.items() if k in card), None)
+  settings = {"batch": args.batch, "seq_len": args.seq_len, "vocab": args.vocab,
+              "remat": args.remat, "dtype": "bfloat16", "peak_tflops": args.peak_tflops}
+  rows = []
+
+  def add(row: dict[str, Any]) -> None:  # appended at once: a later model may not finish
+    rows.append({**row, **settings})
+    harness.print_table(rows[-1:], _COLUMNS)
+    harness.append_results(rows[-1:], "train", argv, args.results)
+
+  for scan_type in filter(None, args.baseline.split(",")):
+    add(measure_recurrentgemma(scan_type, args))
+  for spec in args.models.split(","):
+    impls = ["-"] if spec.startswith("transformer") else args.scan_impls.split(",")
+    for mode in args.modes.split(","):
+      for impl in impls:
+        row = measure(spec, bidirectional=mode == "bidirectional",
+                      scan_impl="auto" if impl == "-" else impl, args=args)
+        add({**row, "scan": impl})
+  print()
+  harness.print_table(rows, _COLUMNS)

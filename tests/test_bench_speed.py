@@ -1,0 +1,63 @@
+"""The device benchmarks (scan, train, decode) run at tiny sizes on CPU and write JSON lines."""
+import json
+
+import numpy as np
+import pytest
+
+from birdie_jax.bench import decode, scan, train
+
+_COMMON = {"date", "command", "device", "benchmark"}
+
+
+def _records(path, benchmark):
+  records = [json.loads(line) for line in path.read_text().splitlines()]
+  assert records and all(_COMMON <= set(r) and r["benchmark"] == benchmark for r in records)
+  assert all(r["device"]["card"] and r["device"]["versions"]["jax"] for r in records)
+  assert all(r["command"].startswith(f"python -m birdie_jax.bench {benchmark} ") for r in records)
+  return records
+
+
+def test_scan_bench(tmp_path):
+  results = tmp_path / "results.jsonl"
+  scan.main(["--shapes", "2x24x8", "--impls", "associative,pallas", "--tilings", "4x4x1",
+             "--copy_mib", "1", "--reps", "1", "--results", str(results)])
+  records = _records(results, "scan")
+  assert [r["impl"] for r in records] == ["associative", "pallas", "pallas[4x4x1]"]
+  for r in records:
+    assert r["fwd_ms"] > 0 and r["fwd_bwd_ratio"] == pytest.approx(
+        r["fwd_bwd_ms"] / r["fwd_bwd_floor_ms"])
+    assert r["y_rel_err"] < 1e-2 and r["grad_rel_err"] < 2e-2  # bf16 outputs
+
+
+def test_train_bench(tmp_path):
+  results = tmp_path / "results.jsonl"
+  train.main(["--models", "hawk:tiny,transformer:tiny", "--modes", "causal,bidirectional",
+              "--scan_impls", "pallas", "--batch", "2", "--seq_len", "32", "--vocab", "64",
+              "--steps", "1", "--peak_tflops", "1", "--results", str(results)])
+  records = _records(results, "train")
+  assert [(r["model"], r["scan"]) for r in records] == [
+      ("hawk:tiny", "pallas"), ("hawk:tiny:bidir", "pallas"),
+      ("transformer:tiny", "-"), ("transformer:tiny:bidir", "-")]
+  for r in records:
+    assert r["tokens_per_s"] > 0 and r["compile_s"] > 0 and r["params_m"] > 0
+    assert r["mfu"] == pytest.approx(6 * r["params_m"] * 1e6 * r["tokens_per_s"] / 1e12)
+
+
+def test_decode_bench(tmp_path):
+  results = tmp_path / "results.jsonl"
+  decode.main(["--models", "hawk:tiny", "--prompt_lens", "8,32", "--batch", "2",
+               "--new_tokens", "3", "--vocab", "64", "--reps", "1", "--results", str(results)])
+  records = _records(results, "decode")
+  assert [r["prompt_len"] for r in records] == [8, 32]
+  assert all(r["ms_per_token"] > 0 and r["tokens_per_s"] > 0 for r in records)
+  # Hawk's decoding state does not grow with the prompt.
+  assert records[0]["cache_gb"] == records[1]["cache_gb"]
+
+
+def test_synthetic_batch_layout():
+  batch = train.synthetic_batch(np.random.default_rng(0), 2, 16, 50, bidirectional=True)
+  assert batch["segment_ids"][0].tolist() == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
+  assert batch["positions"][0, :4].tolist() == [0, 1, 2, 3]
+  assert batch["prefix_mask"][0].tolist() == [True, False, False, False] * 4
+  np.testing.assert_array_equal(batch["loss_mask"], ~batch["prefix_mask"])
+  np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
