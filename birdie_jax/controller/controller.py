@@ -131,8 +131,9 @@ class Controller:
     # Committed to one device, a fresh, updated, host (numpy) or restored state compiles alike;
     # the trainer's mesh (if any) does not apply to this small single-device program.
     state = jax.device_put(state, jax.devices()[0])
+    window = history_window(int(jax.device_get(state.count)) + 1, self.capacity)
     with jax.set_mesh(None):
-      return _update(self, state, losses, jnp.int32(step))
+      return _update(self, state, losses, jnp.int32(step), window)
 
   def mixture_weights(self, state: ControllerState) -> np.ndarray:
     """The current mixture as float64 weights summing to 1 (for `Mixture.with_weights`)."""
@@ -158,13 +159,22 @@ class Controller:
     return out
 
 
+def history_window(rows: int, capacity: int) -> int:
+  """History rows the reward model computes on: the power of two >= `rows`, at most `capacity`.
+
+  The model is causal and its loss masks rows past `count`, so the rows after the window cannot
+  change the result; skipping them makes early updates cheap (one compile per window size).
+  """
+  return min(capacity, 1 << max(rows - 1, 0).bit_length())
+
+
 def _push(buffer: jax.Array, full: jax.Array, index: jax.Array, row: jax.Array) -> jax.Array:
   """`buffer` with `row` written at `index`, after sliding everything up one row if `full`."""
   buffer = jnp.where(full, jnp.roll(buffer, -1, axis=0), buffer)
   return buffer.at[index].set(row)
 
 
-def _learn(c: Controller, state: ControllerState, losses: jax.Array,
+def _learn(c: Controller, window: int, state: ControllerState, losses: jax.Array,
            key: jax.Array) -> ControllerState:
   """Appends the interval that just ended to the history and trains the reward model on it."""
   full = state.count >= c.capacity
@@ -175,36 +185,36 @@ def _learn(c: Controller, state: ControllerState, losses: jax.Array,
       rewards=_push(state.rewards, full, index, reward(state.prev_losses, losses)),
       steps=_push(state.steps, full, index, state.prev_step),
       count=jnp.minimum(state.count + 1, c.capacity))
-  rows = jnp.concatenate([history["losses"], history["actions"]], axis=-1)
+  rows = jnp.concatenate([history["losses"], history["actions"]], axis=-1)[:window]
   params, opt_state, fit_losses = fit.fit(
-      state.params, state.opt_state, c.optimizer(), rows, history["rewards"], history["count"],
-      key, steps=c.train_steps, noise=c.noise)
+      state.params, state.opt_state, c.optimizer(), rows, history["rewards"][:window],
+      history["count"], key, steps=c.train_steps, noise=c.noise)
   return state.replace(params=params, opt_state=opt_state, fit_losses=fit_losses, **history)
 
 
-def _select(c: Controller, state: ControllerState, losses: jax.Array, step: jax.Array,
-            key: jax.Array) -> ControllerState:
+def _select(c: Controller, window: int, state: ControllerState, losses: jax.Array,
+            step: jax.Array, key: jax.Array) -> ControllerState:
   """Chooses the next mixture: exploring or the best candidates (see `selection`)."""
   k_coin, k_explore, k_candidates = jax.random.split(key, 3)
   explore = jax.random.uniform(k_coin) < schedule_lib.explore_probability(step, c.total_steps)
   explore = explore & c.explore
   explore_mixture = selection.exploring_action(k_explore, losses, c.classes)
   mixtures = selection.candidates(k_candidates, c.num_candidates, explore, explore_mixture)
-  rows = jnp.concatenate([state.losses, state.actions], axis=-1)
+  rows = jnp.concatenate([state.losses, state.actions], axis=-1)[:window]
   carry = reward_model.history_carry(state.params, rows, state.count)
   scores = selection.score(state.params, carry, losses, mixtures, c.classes)
   action, predicted = selection.best_mixture(mixtures, scores, c.top_k)
   return state.replace(action=action, predicted_reward=predicted, explored=explore)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _update(c: Controller, state: ControllerState, losses: jax.Array,
-            step: jax.Array) -> ControllerState:
-  """The jitted body of `Controller.update`."""
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _update(c: Controller, state: ControllerState, losses: jax.Array, step: jax.Array,
+            window: int) -> ControllerState:
+  """The jitted body of `Controller.update`; `window` history rows are computed on."""
   key, k_fit, k_select = jax.random.split(state.key, 3)
-  state = jax.lax.cond(state.num_updates > 0, functools.partial(_learn, c),
+  state = jax.lax.cond(state.num_updates > 0, functools.partial(_learn, c, window),
                        lambda s, *_: s, state, losses, k_fit)
-  state = jax.lax.cond(step >= c.schedule.control_start, functools.partial(_select, c),
+  state = jax.lax.cond(step >= c.schedule.control_start, functools.partial(_select, c, window),
                        lambda s, *_: s, state, losses, step, k_select)
   return state.replace(prev_losses=losses, prev_step=step, num_updates=state.num_updates + 1,
                        key=key)
