@@ -29,6 +29,7 @@ from birdie_jax.parallel.sharding import batch_sharding, validate_rules
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureControl
 from birdie_jax.train.metrics import MetricsWriter, Throughput, log_progress, progress_line
+from birdie_jax.train.preemption import PreemptionSignal
 from birdie_jax.train.state import TrainSetup, init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step
 
@@ -133,8 +134,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           6.0 * setup.num_params, start)
   final: dict[str, float] = {}
   run_start, timed_from = time.perf_counter(), None
+  reached = start
   try:
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), PreemptionSignal() as preemption:
       if start >= total:
         log_progress(f"run already finished at step {start} (train.steps={total})")
       for step in range(start + 1, total + 1):
@@ -163,16 +165,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write(step, controller_scalars)
           log_progress(_controller_line(step, controller_scalars, mixture.curriculum.classes))
           throughput.restart(step)
-        if step % config.checkpoint.every_steps == 0 or step == total:
+        reached = step
+        if step % config.checkpoint.every_steps == 0 or step == total or preemption.requested:
           checkpointer.save(step, state, data_iter, meta,
                             controller=None if control is None else control.state)
+        if preemption.requested:
+          log_progress(f"SIGTERM: stopping after step {step}; checkpoint written, the same "
+                       "command resumes from it")
+          break
   finally:
     checkpointer.close()
     writer.close()
     data_iter_close = getattr(data_iter, "close", None)
     if data_iter_close is not None:
       data_iter_close()
-  if start < total and jax.process_index() == 0:
-    log_progress(f"finished {total - start} steps in "
-                 f"{time.perf_counter() - run_start:.1f}s; checkpoints in {workdir}/checkpoints")
-  return {"step": float(max(start, total)), **final}
+  if reached > start:
+    log_progress(f"trained steps {start + 1}-{reached} in {time.perf_counter() - run_start:.1f}s; "
+                 f"checkpoints in {workdir}/checkpoints")
+  return {"step": float(reached), **final}
