@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from birdie_jax.models.blocks import ResidualBlock, Segments, StepInfo
+from birdie_jax.models.blocks import Segments, StepInfo
 from birdie_jax.models.layers import Embedder, RMSNorm, as_dtype
 
 Cache = dict[str, Any]

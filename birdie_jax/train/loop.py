@@ -30,8 +30,8 @@ from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureControl
 from birdie_jax.train.metrics import MetricsWriter, Throughput, log_progress, progress_line
 from birdie_jax.train.preemption import PreemptionSignal
-from birdie_jax.train.state import TrainSetup, init_train_state, make_train_setup
-from birdie_jax.train.step import make_eval_step, make_train_step
+from birdie_jax.train.state import init_train_state, make_train_setup
+from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
 
 
 def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
@@ -49,16 +49,6 @@ def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
 def _to_global(batch: dict[str, np.ndarray], mesh, rules) -> dict[str, jax.Array]:
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
           for k, v in batch.items()}
-
-
-def evaluate(setup: TrainSetup, eval_step, params, batches: list[dict]) -> float:
-  """Mean validation loss per target token over `batches` (already global arrays)."""
-  total, count = 0.0, 0.0
-  for batch in batches:
-    out = jax.device_get(eval_step(params, batch))
-    total += float(out["loss_sum"])
-    count += float(out["count"])
-  return total / max(count, 1.0)
 
 
 def _controller_line(step: int, scalars: dict[str, float], classes) -> str:
@@ -147,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           scalars["padding_fraction"] = padding_fraction(host_batch)  # this process's rows
           scalars.update(throughput.report(step))
           if step % config.train.eval_every == 0 or step == total:
-            scalars["val_loss"] = evaluate(setup, eval_step, state.params, val_batches)
+            scalars["val_loss"] = mean_eval_loss(eval_step, state.params, val_batches)
             throughput.restart(step)
           if timed_from is None:
             timed_from = (step, time.perf_counter())
@@ -157,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           log_progress(progress_line(step, total, scalars, rate * (total - step)))
           final = scalars
         elif step % config.train.eval_every == 0:
-          val = evaluate(setup, eval_step, state.params, val_batches)
+          val = mean_eval_loss(eval_step, state.params, val_batches)
           writer.write(step, {"val_loss": val})
           throughput.restart(step)
         if control is not None and control.is_eval_step(step):

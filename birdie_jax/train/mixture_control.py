@@ -23,6 +23,7 @@ from birdie_jax.controller.state import ControllerState
 from birdie_jax.data.pipeline import make_validation_sets, set_mixture_weights
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.objectives.mixture import Mixture
+from birdie_jax.train.step import mean_eval_loss
 
 CONTROLLED_CURRICULA = ("birdie", "birdie_causal")
 
@@ -60,12 +61,8 @@ class MixtureControl:
 
   def validation_losses(self, eval_step, params) -> np.ndarray:
     """Mean target-token loss of every configuration, in `mixture.names` order."""
-    # One batch in flight at a time: many concurrent sharded programs can exhaust the CPU
-    # runtime's threads while their collectives wait on each other.
-    sums = [[jax.device_get(eval_step(params, batch)) for batch in self._val_sets[name]]
-            for name in self.mixture.names]
-    return np.asarray([sum(float(o["loss_sum"]) for o in outs)
-                       / max(sum(float(o["count"]) for o in outs), 1.0) for outs in sums])
+    return np.asarray([mean_eval_loss(eval_step, params, self._val_sets[name])
+                       for name in self.mixture.names])
 
   def update(self, step: int, eval_step, params, data_iterator: grain.DatasetIterator,
              workdir: str) -> dict[str, float]:

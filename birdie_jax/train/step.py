@@ -61,3 +61,15 @@ def make_eval_step(setup: TrainSetup) -> Callable[[dict, Batch], dict]:
     return {"loss_sum": jnp.sum(losses), "count": jnp.sum(batch["loss_mask"])}
 
   return jax.jit(step, in_shardings=(setup.state_shardings.params, None))
+
+
+def mean_eval_loss(eval_step: Callable[[dict, Batch], dict], params, batches: list[Batch]) -> float:
+  """Mean loss per target token over `batches` (global arrays), one batch in flight at a time:
+  many concurrent sharded programs can exhaust the CPU runtime's threads while their collectives
+  wait on each other."""
+  total, count = 0.0, 0.0
+  for batch in batches:
+    out = jax.device_get(eval_step(params, batch))
+    total += float(out["loss_sum"])
+    count += float(out["count"])
+  return total / max(count, 1.0)
