@@ -38,8 +38,8 @@ def _reference(params, rows):
   x = _split_norm_reference(p["embed"]["norm"], np.asarray(rows)) @ p["embed"]["kernel"]
   for block in p["blocks"]:
     y = _split_norm_reference(block["norm"], x)
-    k = sigmoid(y @ block["forget"])
-    u, g_in, g_out = np.split(y @ block["ugg"], 3, -1)
+    k, u, g_in, g_out = np.split(y @ block["gates"], 4, -1)
+    k = sigmoid(k)
     u = u * sigmoid(g_in) * (1 - k)
     h = [u[0]]
     for t in range(1, len(u)):

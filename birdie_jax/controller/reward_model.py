@@ -6,8 +6,9 @@ predicted reward of every configuration for the interval that row's action was u
 
     split_norm(2n) -> Linear(2n -> H, no bias)
     L x GatedSSM(H, state 2H):  x' = split_norm(x)
-                                K = sigmoid(x' W_K)
-                                (u, g_in, g_out) = x' W_ugg,  u <- u * sigmoid(g_in) * (1 - K)
+                                (k, u, g_in, g_out) = x' W_gates   (one matmul; the agent's
+                                K = sigmoid(k)                      W_K and W_ugg side by side)
+                                u <- u * sigmoid(g_in) * (1 - K)
                                 h_t = K_{t-1} * h_{t-1} + u_t     (the forget gate is one step late)
                                 x <- x + (h * sigmoid(g_out)) W_out
     split_norm(H) -> Linear(H -> n, no bias)          (no output activation)
@@ -30,12 +31,15 @@ import jax
 import jax.numpy as jnp
 
 from birdie_jax.ops.scan import linear_scan
+from birdie_jax.ops.scan import ScanImpl
 
 Params = dict[str, Any]
 STATE_MULT = 2  # the Gated SSM's state width, in multiples of the hidden width
 _NORM_SCALE = 0.1
 _EPS = 1e-8
 _TINY = 1e-30
+# The history is short (tens of rows): a sequential scan beats the associative one there.
+SCAN_IMPL = ScanImpl.LINEAR
 
 
 def _linear(key: jax.Array, fan_in: int, fan_out: int) -> jax.Array:
@@ -52,11 +56,10 @@ def _split_norm_params(width: int) -> Params:
 def init_params(key: jax.Array, num_configs: int, *, hidden: int = 256, layers: int = 4) -> Params:
   """Fresh reward-model params for `num_configs` configurations."""
   state = STATE_MULT * hidden
-  keys = jax.random.split(key, 2 + 3 * layers)
+  keys = jax.random.split(key, 2 + 2 * layers)
   blocks = [{"norm": _split_norm_params(hidden),
-             "forget": _linear(keys[2 + 3 * i], hidden, state),
-             "ugg": _linear(keys[3 + 3 * i], hidden, 3 * state),
-             "out": _linear(keys[4 + 3 * i], state, hidden)} for i in range(layers)]
+             "gates": _linear(keys[2 + 2 * i], hidden, 4 * state),
+             "out": _linear(keys[3 + 2 * i], state, hidden)} for i in range(layers)]
   return {"embed": {"norm": _split_norm_params(2 * num_configs),
                     "kernel": _linear(keys[0], 2 * num_configs, hidden)},
           "blocks": blocks,
@@ -81,8 +84,8 @@ def _split_norm(p: Params, x: jax.Array) -> jax.Array:
 def _gates(p: Params, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(forget gate K, drive u, output gate) of one block for inputs `x`."""
   x = _split_norm(p["norm"], x)
-  forget = jax.nn.sigmoid(x @ p["forget"])
-  u, g_in, g_out = jnp.split(x @ p["ugg"], 3, axis=-1)
+  forget, u, g_in, g_out = jnp.split(x @ p["gates"], 4, axis=-1)
+  forget = jax.nn.sigmoid(forget)
   return forget, u * jax.nn.sigmoid(g_in) * (1.0 - forget), jax.nn.sigmoid(g_out)
 
 
@@ -101,7 +104,7 @@ def apply_with_carries(params: Params, rows: jax.Array) -> tuple[jax.Array, list
   for block in params["blocks"]:
     forget, u, g_out = _gates(block, x)
     decay = jnp.concatenate([jnp.zeros_like(forget[:, :1]), forget[:, :-1]], axis=1)
-    h, _ = linear_scan(decay, u)
+    h, _ = linear_scan(decay, u, impl=SCAN_IMPL)
     x = x + (h * g_out) @ block["out"]
     carries.append(forget * h)
   return _head(params, x), carries
