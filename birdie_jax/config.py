@@ -15,6 +15,7 @@ from birdie_jax.data import special_tokens
 from birdie_jax.controller.settings import default_settings
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives import grid
+from birdie_jax.models.lm import REMAT_CHOICES
 from birdie_jax.models.presets import PRESET_NAMES, validate_model_config
 
 CURRICULA = grid.CURRICULA  # objective mixtures, see birdie_jax/objectives/grid.py
@@ -62,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.mlp_expansion = 3.0                # MLP hidden width = expansion * width (8/3 or 3)
   c.model.dtype = "float32"                  # compute dtype: float32 or bfloat16 (params stay float32)
   c.model.scan_impl = "auto"                 # linear_scan implementation: auto, associative, linear, chunked, pallas
-  c.model.remat = False                      # rematerialise each block in the backward pass
+  c.model.remat = "none"                     # backward recompute: none | full (per block) | dots (keeps matmul outputs)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"                 # embedded | path, dir or glob of .txt/.jsonl | tfds:name
@@ -113,6 +114,7 @@ _POSITIVE_INTS = ("model.width", "model.depth", "model.lru_width", "model.num_he
 _CHOICES = {"curriculum": CURRICULA, "model.family": FAMILIES, "model.dtype": DTYPES,
             "model.scan_impl": ("auto", "associative", "linear", "chunked", "pallas"),
             "model.attention_impl": ("auto", "xla", "cudnn"),
+            "model.remat": REMAT_CHOICES,
             "model.preset": ("",) + PRESET_NAMES,
             "data.tokenizer.kind": ("sentencepiece", "bytes")}
 

@@ -41,12 +41,22 @@ def test_param_count_formula_matches_model(family, preset):
 def test_paper_table7_shapes():
   shapes = {f: PRESETS[f]["1.4b"] for f in PRESETS}
   assert shapes["hawk"] == dict(width=2048, depth=20, lru_width=2560, num_heads=16,
-                                     mlp_expansion=8 / 3)
+                                mlp_expansion=2.75)  # 8/3 rounded up to a multiple of 256
+
   assert (shapes["gated_ssm"]["width"], shapes["gated_ssm"]["lru_width"],
           shapes["gated_ssm"]["depth"]) == (2048, 2560, 48)
   assert (shapes["transformer"]["depth"], shapes["transformer"]["num_heads"],
           shapes["transformer"]["head_dim"]) == (24, 16, 128)
   assert PRESETS["hawk"]["7b"]["width"] == 4096 and PRESETS["hawk"]["7b"]["lru_width"] == 5632
+
+
+@pytest.mark.parametrize("preset", ["150m", "400m", "1.4b", "7b"])
+@pytest.mark.parametrize("family", sorted(PRESETS))
+def test_preset_mlp_widths_tile_by_256(family, preset):
+  shape = PRESETS[family][preset]
+  if "mlp_expansion" in shape:
+    hidden = shape["mlp_expansion"] * shape["width"]
+    assert hidden == int(hidden) and int(hidden) % 256 == 0
 
 
 @pytest.mark.parametrize("family", sorted(PRESETS))

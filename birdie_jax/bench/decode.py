@@ -42,7 +42,7 @@ def _decode_loop(graphdef: nnx.GraphDef, new_tokens: int):
 
 def measure(spec: str, prompt_len: int, args) -> dict[str, Any]:
   """Per-token latency of `spec` after a `prompt_len`-token prompt."""
-  config = model_config(spec, bidirectional=False, scan_impl="auto", remat=False)
+  config = model_config(spec, bidirectional=False, scan_impl="auto", remat="none")
   model = build_model(config.model, args.vocab, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(model)
   shape = (args.batch, prompt_len)

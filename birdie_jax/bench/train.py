@@ -28,11 +28,11 @@ from birdie_jax.train.step import make_train_step
 # The Hawk shape RecurrentGemma was measured at (issue 7); other names are model.preset values.
 RG_HAWK = dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=3.0)
 _PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, datasheet
-_COLUMNS = ("model", "scan", "tokens_per_s", "mfu", "step_ms", "params_m", "mem_gb",
+_COLUMNS = ("model", "scan", "remat", "tokens_per_s", "mfu", "step_ms", "params_m", "mem_gb",
             "compile_s")
 
 
-def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: bool):
+def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str):
   """The config for `family:preset` (preset `rg`: the RecurrentGemma Hawk shape)."""
   family, preset = spec.split(":")
   config = default_config()
@@ -93,9 +93,10 @@ def _result(name: str, scan: str, seconds: float, tokens: int, num_params: int, 
           "mfu": 6 * num_params * rate / (peak_tflops * 1e12) if peak_tflops else None}
 
 
-def measure(spec: str, *, bidirectional: bool, scan_impl: str, args) -> dict[str, Any]:
+def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
+            args) -> dict[str, Any]:
   """One model: compile the real train step, time `args.steps` steps."""
-  config = model_config(spec, bidirectional=bidirectional, scan_impl=scan_impl, remat=args.remat)
+  config = model_config(spec, bidirectional=bidirectional, scan_impl=scan_impl, remat=remat)
   config.train.batch_size, config.train.seq_len = args.batch, args.seq_len
   mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   setup = make_train_setup(config, args.vocab, mesh)
@@ -114,12 +115,13 @@ def measure(spec: str, *, bidirectional: bool, scan_impl: str, args) -> dict[str
 
     _, seconds = _time_steps(run, state, args.steps)
   name = f"{spec}{':bidir' if bidirectional else ''}"
-  return _result(name, scan_impl, seconds, args.batch * args.seq_len, setup.num_params, compile_s,
-                 _memory_gb(compiled), args.peak_tflops)
+  return {**_result(name, scan_impl, seconds, args.batch * args.seq_len, setup.num_params,
+                   compile_s, _memory_gb(compiled), args.peak_tflops), "remat": remat}
 
 
 def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
-  """RecurrentGemma's Hawk at `RG_HAWK` (bf16 compute, f32 params, remat, AdamW), same batch."""
+  """RecurrentGemma's Hawk at `RG_HAWK` (bf16 compute, f32 params, AdamW), same batch; its
+  remat is on unless `--remat` is only `none`."""
   import recurrentgemma.jax as rg  # pylint: disable=g-import-not-at-top  (optional baseline)
 
   config = rg.GriffinConfig(
@@ -129,7 +131,7 @@ def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
       block_types=(rg.TemporalBlockType.RECURRENT,) * RG_HAWK["depth"],
       embeddings_scale_by_sqrt_dim=True, attention_window_size=2048, logits_soft_cap=30.0,
       scan_type=rg.ScanType[scan_type])
-  model = rg.Griffin(config, gradient_checkpointing=args.remat, dtype=jnp.bfloat16)
+  model = rg.Griffin(config, gradient_checkpointing=args.remat != ["none"], dtype=jnp.bfloat16)
   batch = synthetic_batch(np.random.default_rng(0), args.batch, args.seq_len, args.vocab, False)
   tokens, targets = jnp.asarray(batch["inputs"]), jnp.asarray(batch["targets"])
   positions = jnp.asarray(batch["positions"])
@@ -153,8 +155,9 @@ def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
   compile_s = time.perf_counter() - start
   _, seconds = _time_steps(lambda s: compiled(s, tokens, targets, positions), state, args.steps)
   num_params = sum(x.size for x in jax.tree.leaves(params))
-  return _result("recurrentgemma:hawk", scan_type.lower(), seconds, args.batch * args.seq_len,
-                 num_params, compile_s, _memory_gb(compiled), args.peak_tflops)
+  return {**_result("recurrentgemma:hawk", scan_type.lower(), seconds, args.batch * args.seq_len,
+                   num_params, compile_s, _memory_gb(compiled), args.peak_tflops),
+          "remat": "none" if args.remat == ["none"] else "full"}
 
 
 def main(argv: list[str]) -> None:
@@ -171,16 +174,18 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--seq_len", type=int, default=2048)
   parser.add_argument("--vocab", type=int, default=32_000)
   parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-  parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=True)
+  parser.add_argument("--remat", default="full",
+                      help="model.remat values to compare: none, full and/or dots (comma list)")
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense bf16 peak for MFU (default: by card name; none on CPU)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
+  args.remat = args.remat.split(",")
   card = harness.device_info()["card"]
   args.peak_tflops = args.peak_tflops or next(
       (v for k, v in _PEAK_TFLOPS.items() if k in card), None)
   settings = {"batch": args.batch, "seq_len": args.seq_len, "vocab": args.vocab,
-              "remat": args.remat, "dtype": "bfloat16", "peak_tflops": args.peak_tflops}
+              "dtype": "bfloat16", "peak_tflops": args.peak_tflops}
   rows = []
 
   def add(row: dict[str, Any]) -> None:  # appended at once: a later model may not finish
@@ -194,8 +199,9 @@ def main(argv: list[str]) -> None:
     impls = ["-"] if spec.startswith("transformer") else args.scan_impls.split(",")
     for mode in args.modes.split(","):
       for impl in impls:
-        row = measure(spec, bidirectional=mode == "bidirectional",
-                      scan_impl="auto" if impl == "-" else impl, args=args)
-        add({**row, "scan": impl})
+        for remat in args.remat:
+          row = measure(spec, bidirectional=mode == "bidirectional",
+                        scan_impl="auto" if impl == "-" else impl, remat=remat, args=args)
+          add({**row, "scan": impl})
   print()
   harness.print_table(rows, _COLUMNS)

@@ -18,6 +18,13 @@ from birdie_jax.models.layers import Embedder, RMSNorm, as_dtype
 
 Cache = dict[str, Any]
 
+# `model.remat`: what a block keeps for the backward pass (the rest is recomputed). "full" keeps
+# only the block's input (one extra forward of every block); "dots" also keeps the outputs of its
+# matmuls (no batch dims), so the backward recomputes only the elementwise ops and the scan.
+REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+REMAT_CHOICES = ("none",) + tuple(REMAT_POLICIES)
+
 
 def mlp_hidden(cfg: ml_collections.ConfigDict) -> int:
   """The MLP hidden width: round(mlp_expansion * width)."""
@@ -48,8 +55,8 @@ class LanguageModel(nnx.Module):
     seg = Segments(segment_ids, positions, prefix_mask)
     x = self.embed.encode(inputs)
     for block in self.blocks:
-      if self.remat:
-        x = nnx.remat(lambda b, x, s: b(x, s)[0])(block, x, seg)
+      if self.remat != "none":
+        x = nnx.remat(lambda b, x, s: b(x, s)[0], policy=REMAT_POLICIES[self.remat])(block, x, seg)
       else:
         x, _ = block(x, seg)
     return self.embed.decode(self.final_norm(x))

@@ -3,8 +3,10 @@
 A non-empty `model.preset` replaces the family's shape keys (those listed in the preset: width,
 depth, recurrence width, heads, MLP expansion, attention window and pattern) with the preset's
 values; the other model keys (bidirectional, dtype, scan_impl, remat, ...) come from the config.
-`1.4b` follows the paper's Table 7; `7b` follows RecurrentGemma's HAWK/GRIFFIN_PAPER_7B for the
-recurrent families and the usual 32 x 4096 shape for the Transformer.
+MLP widths are the paper's 8/3 x width rounded up to a multiple of 256 (as LLaMA does), so the
+matmuls tile the accelerators' matrix units (2048 x 8/3 = 5461 -> 5632, expansion 2.75); 3x
+widths are multiples already. `1.4b` follows the paper's Table 7; `7b` follows RecurrentGemma's
+HAWK/GRIFFIN_PAPER_7B for the recurrent families and the usual 32 x 4096 shape for the Transformer.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ PRESET_NAMES = ("tiny", "150m", "400m", "1.4b", "7b")
 _HAWK = {
     "tiny": dict(width=32, depth=2, lru_width=32, num_heads=2, mlp_expansion=3.0),
     "150m": dict(width=768, depth=16, lru_width=1024, num_heads=8, mlp_expansion=8 / 3),
-    "400m": dict(width=1024, depth=26, lru_width=1536, num_heads=8, mlp_expansion=8 / 3),
-    "1.4b": dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=8 / 3),
+    "400m": dict(width=1024, depth=26, lru_width=1536, num_heads=8, mlp_expansion=2.75),
+    "1.4b": dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=2.75),
     "7b": dict(width=4096, depth=32, lru_width=5632, num_heads=32, mlp_expansion=3.0),
 }
 _GATED_SSM = {
@@ -35,11 +37,11 @@ _TRANSFORMER = {
     "150m": dict(width=768, depth=18, num_heads=12, num_kv_heads=12, head_dim=64,
                  mlp_expansion=8 / 3),
     "400m": dict(width=1024, depth=28, num_heads=16, num_kv_heads=16, head_dim=64,
-                 mlp_expansion=8 / 3),
+                 mlp_expansion=2.75),
     "1.4b": dict(width=2048, depth=24, num_heads=16, num_kv_heads=16, head_dim=128,
-                 mlp_expansion=8 / 3),
+                 mlp_expansion=2.75),
     "7b": dict(width=4096, depth=32, num_heads=32, num_kv_heads=32, head_dim=128,
-               mlp_expansion=8 / 3),
+               mlp_expansion=2.6875),
 }
 _GRIFFIN = {
     "tiny": dict(width=32, depth=3, lru_width=32, num_heads=2, num_kv_heads=1, head_dim=16,
@@ -47,9 +49,9 @@ _GRIFFIN = {
     "150m": dict(width=768, depth=18, lru_width=1024, num_heads=8, num_kv_heads=1, head_dim=96,
                  mlp_expansion=8 / 3, attention_window=1024, attention_every=3),
     "400m": dict(width=1024, depth=27, lru_width=1536, num_heads=8, num_kv_heads=1, head_dim=128,
-                 mlp_expansion=8 / 3, attention_window=1024, attention_every=3),
+                 mlp_expansion=2.75, attention_window=1024, attention_every=3),
     "1.4b": dict(width=2048, depth=24, lru_width=2560, num_heads=16, num_kv_heads=1, head_dim=128,
-                 mlp_expansion=8 / 3, attention_window=2048, attention_every=3),
+                 mlp_expansion=2.75, attention_window=2048, attention_every=3),
     "7b": dict(width=4096, depth=32, lru_width=5632, num_heads=32, num_kv_heads=1, head_dim=128,
                mlp_expansion=3.0, attention_window=1024, attention_every=3),
 }
