@@ -99,8 +99,11 @@ def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
   config = model_config(spec, bidirectional=bidirectional, scan_impl=scan_impl, remat=remat)
   config.train.batch_size, config.train.seq_len = args.batch, args.seq_len
   mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  start = time.perf_counter()
   setup = make_train_setup(config, args.vocab, mesh)
-  state = init_train_state(config, setup, args.vocab)
+  setup_s = time.perf_counter() - start
+  state = jax.block_until_ready(init_train_state(config, setup, args.vocab))
+  init_s = time.perf_counter() - start - setup_s
   batch = synthetic_batch(np.random.default_rng(0), args.batch, args.seq_len, args.vocab,
                           bidirectional)
   with jax.set_mesh(mesh):
@@ -116,7 +119,8 @@ def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
     _, seconds = _time_steps(run, state, args.steps)
   name = f"{spec}{':bidir' if bidirectional else ''}"
   return {**_result(name, scan_impl, seconds, args.batch * args.seq_len, setup.num_params,
-                   compile_s, _memory_gb(compiled), args.peak_tflops), "remat": remat}
+                   compile_s, _memory_gb(compiled), args.peak_tflops), "remat": remat,
+          "setup_s": setup_s, "init_s": init_s}
 
 
 def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
