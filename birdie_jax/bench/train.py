@@ -178,7 +178,7 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--seq_len", type=int, default=2048)
   parser.add_argument("--vocab", type=int, default=32_000)
   parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-  parser.add_argument("--remat", default="full",
+  parser.add_argument("--remat", default="none",
                       help="model.remat values to compare: none, full and/or dots (comma list)")
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense bf16 peak for MFU (default: by card name; none on CPU)")
