@@ -1,0 +1,103 @@
+"""Evaluate a run's latest checkpoint on the retrieval and language tasks (`birdie_jax/evals`).
+
+    python -m birdie_jax.evaluate --workdir=workdirs/base [--config=configs/base.py] \
+        [--tasks=phonebook,mqar] [--examples=32] [--seq_len=2048]
+
+Reads the run's `config.json` (or `--config`, which must describe the same model), its tokenizer
+and the newest checkpoint's params; writes `eval/<step>.json`, `eval/<step>.md` (printed too) and
+`eval/<step>-<task>.png` into the workdir. `--tasks`, `--examples` and `--seq_len` override the
+config's `eval` keys of the same names.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+import ml_collections
+from ml_collections import config_flags
+
+from birdie_jax.errors import ConfigError
+from birdie_jax.evals.report import Report
+from birdie_jax.evals.runner import Evaluator, settings_of
+from birdie_jax.evals.settings import validate_settings
+from birdie_jax.trained_run import load_config, load_run
+
+
+def evaluate_run(workdir: str, *, config: ml_collections.ConfigDict | None = None,
+                 settings: ml_collections.ConfigDict | None = None) -> Report:
+  """Evaluates the latest checkpoint of `workdir` on the `settings` tasks (default: the config's
+  `eval` section) and writes the report into `workdir/eval`."""
+  run = load_run(workdir, config)
+  report = Evaluator(run.config, run.tokenizer, run.setup, settings=settings).run(
+      run.params, step=run.step)
+  report.write(os.path.join(workdir, "eval"))
+  return report
+
+
+def with_overrides(settings: ml_collections.ConfigDict, *, tasks: str = "", examples: int = 0,
+                   seq_len: int = 0) -> ml_collections.ConfigDict:
+  """A copy of `settings` with the non-empty overrides applied."""
+  out = ml_collections.ConfigDict(settings.to_dict())
+  for key, value in (("tasks", tasks), ("examples", examples), ("seq_len", seq_len)):
+    if value:
+      out[key] = value
+  return out
+
+
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program)."""
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]); default: "
+                                  "the run's config.json.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "the training run's directory", required=True)
+  flags.DEFINE_string("tasks", "", "comma-separated tasks (default: the config's eval.tasks)")
+  flags.DEFINE_integer("examples", 0, "examples per difficulty (default: eval.examples)")
+  flags.DEFINE_integer("seq_len", 0, "context the examples fill (default: eval.seq_len)")
+
+
+_CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError)
+
+
+def _fail(message: str) -> None:
+  print(f"birdie_jax.evaluate: error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing where a bad flag, config file or override ends in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except _CONFIG_ERRORS as e:
+    _fail(f"bad --config or override ({type(e).__name__}): {e}")
+  return []
+
+
+def main(argv: list[str]) -> None:
+  """Prints the markdown report; a user error ends in one line on stderr, exit status 2."""
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  if not f["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) only on request
+  try:
+    given = f.config
+    if given is not None:
+      given.keys()  # a config file that failed to load raises its error here
+  except _CONFIG_ERRORS as e:
+    _fail(f"bad --config ({type(e).__name__}): {e}")
+  try:
+    config = load_config(f.workdir) if given is None else given
+    settings = with_overrides(settings_of(config), tasks=f.tasks, examples=f.examples,
+                              seq_len=f.seq_len)
+    validate_settings(settings)  # before the checkpoint is read
+    report = evaluate_run(f.workdir, config=config, settings=settings)
+  except ConfigError as e:
+    _fail(str(e))
+  print(report.markdown(), end="")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=parse_flags)

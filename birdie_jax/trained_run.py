@@ -1,0 +1,79 @@
+"""A training run's workdir, loaded for inference: its config, tokenizer and latest params.
+
+Shared by the command-line tools that read a run (`generate`, `evaluate`) and by `experiments/`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from birdie_jax.config import default_config, validate_config
+from birdie_jax.data.sources import load_documents
+from birdie_jax.data.tokenizer import SentencePieceTokenizer, Tokenizer, build_tokenizer
+from birdie_jax.errors import ConfigError
+from birdie_jax.parallel.mesh import make_mesh
+from birdie_jax.train.checkpointing import Checkpointer
+from birdie_jax.train.state import TrainSetup, make_train_setup
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config: `workdir/config.json` over the defaults (so older runs still load)."""
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  except OSError as e:
+    raise ConfigError(f"cannot read {path} ({e.strerror}): is --workdir a training run?") from None
+  config = default_config()
+  config.update(saved)
+  validate_config(config)
+  return config
+
+
+def load_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
+  """The run's tokenizer: the one SentencePiece model cached in the workdir, else rebuilt as the
+  trainer built it (which reads the training documents to find the cache key)."""
+  tokenizer = config.data.tokenizer
+  if tokenizer.kind == "sentencepiece" and not tokenizer.model_path:
+    cached = sorted(pathlib.Path(workdir, "tokenizer").glob("spm_*.model"))
+    if len(cached) == 1:
+      return SentencePieceTokenizer.load(cached[0])
+    documents = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
+                               text_field=config.data.text_field)
+    return build_tokenizer(config.data, documents, cache_dir=workdir)
+  return build_tokenizer(config.data, [], cache_dir=workdir)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """What inference needs from a run: the latest checkpoint's params and how to use them."""
+
+  config: ml_collections.ConfigDict
+  tokenizer: Tokenizer
+  setup: TrainSetup  # model structure and the mesh the params live on
+  params: Any
+  step: int  # the checkpoint's training step
+
+
+def load_run(workdir: str, config: ml_collections.ConfigDict | None = None) -> TrainedRun:
+  """The latest checkpoint of `workdir` with the run's config (or `config`, which must describe
+  the same model); ConfigError if there is no checkpoint or it has another model's shape."""
+  config = load_config(workdir) if config is None else config
+  validate_config(config)
+  tokenizer = load_tokenizer(config, workdir)
+  setup = make_train_setup(config, tokenizer.vocab_size, make_mesh(config.mesh.shape))
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.checkpoint.max_to_keep, async_save=False)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise ConfigError(f"no checkpoint in {workdir}/checkpoints")
+    params = checkpointer.restore_params(step, setup)
+  finally:
+    checkpointer.close()
+  return TrainedRun(config=config, tokenizer=tokenizer, setup=setup, params=params, step=step)

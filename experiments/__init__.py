@@ -1,0 +1,1 @@
+"""Scripts that reproduce the paper's comparisons (run from the repository root with `-m`)."""

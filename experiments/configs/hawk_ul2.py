@@ -1,0 +1,14 @@
+"""Arm hawk_ul2: UL2's seven denoisers (paper A.6), fixed mixture, causal Hawk.
+
+Run alone from the repository root (about 3 minutes on one H100, see common.py):
+    python -m birdie_jax.main --config=experiments/configs/hawk_ul2.py \
+        --workdir=workdirs/paper/hawk_ul2
+`python -m experiments.reproduce_paper` trains, fine-tunes and evaluates every arm. The variant
+`:tiny` is a CPU smoke run.
+"""
+from experiments.configs import common
+
+
+def get_config(arg: str | None = None):
+  """`arg`: None for the GPU arm, 'tiny' for a CPU smoke run."""
+  return common.arm_config("hawk", "ul2", bidirectional=False, arg=arg)

@@ -1,0 +1,14 @@
+"""Arm transformer_birdie: Birdie's mixture on a prefix-LM Transformer.
+
+Run alone from the repository root (about 3 minutes on one H100, see common.py):
+    python -m birdie_jax.main --config=experiments/configs/transformer_birdie.py \
+        --workdir=workdirs/paper/transformer_birdie
+`python -m experiments.reproduce_paper` trains, fine-tunes and evaluates every arm. The variant
+`:tiny` is a CPU smoke run.
+"""
+from experiments.configs import common
+
+
+def get_config(arg: str | None = None):
+  """`arg`: None for the GPU arm, 'tiny' for a CPU smoke run."""
+  return common.arm_config("transformer", "birdie", bidirectional=True, arg=arg)

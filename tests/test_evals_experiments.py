@@ -1,0 +1,80 @@
+"""experiments/: the paper reproduction smoke-runs at tiny scale within a budget and resumes; its
+RESULTS.md states what the numbers say, from the eval files alone."""
+import json
+import os
+
+import pytest
+
+import helpers  # noqa: F401  (puts the repository root, home of experiments/, on sys.path)
+from birdie_jax.evals.report import Report, TaskResult
+from experiments import reproduce_paper, results
+from experiments.configs import common
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_reproduce_paper_tiny_resumes_within_budgets(tmp_path):
+  workdir, path = str(tmp_path / "paper"), str(tmp_path / "RESULTS.md")
+  arm = os.path.join(workdir, "hawk_ntp")
+  # A 1 s budget runs out during the first arm: no evaluation starts, no results are written.
+  assert not reproduce_paper.reproduce(workdir, arms=("hawk_ntp",), arg=common.ARG_TINY,
+                                       budget_s=1.0, results_path=path)
+  assert not os.path.exists(path) and not os.path.exists(os.path.join(arm, "eval"))
+  # The same command goes on from the checkpoints and finishes.
+  assert reproduce_paper.reproduce(workdir, arms=("hawk_ntp",), arg=common.ARG_TINY,
+                                   budget_s=600.0, results_path=path)
+  steps = reproduce_paper.arm_config("hawk_ntp", common.ARG_TINY).train.steps
+  for stage in ("eval", os.path.join("finetune", "eval")):
+    with open(os.path.join(arm, stage, f"{steps}.json"), encoding="utf-8") as f:
+      assert json.load(f)["seq_len"] == common.eval_settings_for(common.ARG_TINY).seq_len
+  with open(os.path.join(arm, "finetune", "losses.json"), encoding="utf-8") as f:
+    assert [s for s, _ in json.load(f)] == [1, 2]
+  text = open(path, encoding="utf-8").read()
+  assert "| hawk_ntp | hawk | ntp | False | 44,928 | 8,192 |" in text
+  assert "### phonebook: digit accuracy" in text and "python -m experiments.reproduce_paper" in text
+  assert os.path.exists(tmp_path / "results" / "mqar-finetuned.png")
+  with open(os.path.join(workdir, "invocations.jsonl"), encoding="utf-8") as f:
+    assert len(f.readlines()) == 2
+  # Everything is done: a third call only rewrites the results.
+  assert reproduce_paper.reproduce(workdir, arms=("hawk_ntp",), arg=common.ARG_TINY,
+                                   budget_s=0.5, results_path=path)
+
+
+def _report(step, accuracy, examples=100):
+  rows = ({"difficulty": 1, "examples": examples, "chance": 0.1, "digit_accuracy": accuracy,
+           "exact_match": 0.0},)
+  result = TaskResult("phonebook", ("digit_accuracy", "exact_match"), "numbers", True, rows,
+                      {"digit_accuracy": accuracy, "exact_match": 0.0}, 1.0)
+  return Report(step=step, layout="prefix", seq_len=512, examples=examples,
+                tasks={"phonebook": result})
+
+
+def _arm(workdir, name, zero, tuned):
+  folder = os.path.join(workdir, name)
+  _report(10, zero).write(os.path.join(folder, "eval"))
+  _report(10, tuned).write(os.path.join(folder, "finetune", "eval"))
+  info = {"family": "hawk", "curriculum": name.split("_", 1)[1], "bidirectional": True,
+          "num_params": 1000, "tokens": 2048, "pretrain_s": 1.0, "finetune_s": 1.0,
+          "eval_s": 1.0, "val_loss": 3.0}
+  with open(os.path.join(folder, "arm.json"), "w", encoding="utf-8") as f:
+    json.dump(info, f)
+
+
+@pytest.mark.parametrize("birdie, verdict", [
+    (0.80, "hawk_birdie beats hawk_ntp on 1 of 1 retrieval tasks after phonebook fine-tuning"),
+    (0.13, "hawk_birdie does not beat hawk_ntp on phonebook retrieval at this scale"),
+])
+def test_results_verdict_comes_from_the_numbers(tmp_path, birdie, verdict):
+  """0.80 vs 0.11 over 100 examples is far beyond two standard errors; 0.13 vs 0.11 is not."""
+  workdir = str(tmp_path)
+  _arm(workdir, "hawk_ntp", 0.10, 0.11)
+  _arm(workdir, "hawk_birdie", 0.10, birdie)
+  with open(os.path.join(workdir, "invocations.jsonl"), "w", encoding="utf-8") as f:
+    f.write(json.dumps({"date": "2026-11-25T00:00:00+00:00", "device": "NVIDIA H100",
+                        "command": "python -m experiments.reproduce_paper"}) + "\n")
+  path = str(tmp_path / "RESULTS.md")
+  results.write_results(workdir, ("hawk_ntp", "hawk_birdie"), path, {"steps": 2})
+  text = open(path, encoding="utf-8").read()
+  assert verdict in text
+  assert f"| hawk_birdie | 0.100 | {birdie:.3f} | {birdie:.3f} |" in text
+  assert "on NVIDIA H100" in text and "2026-11-25T00:00:00+00:00" in text
