@@ -13,6 +13,7 @@ from ml_collections import config_dict
 
 from birdie_jax.data import special_tokens
 from birdie_jax.controller.settings import default_settings
+from birdie_jax.evals import settings as eval_settings
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives import grid
 from birdie_jax.models.lm import REMAT_CHOICES
@@ -22,11 +23,12 @@ CURRICULA = grid.CURRICULA  # objective mixtures, see birdie_jax/objectives/grid
 FAMILIES = ("hawk", "gated_ssm", "griffin", "transformer")
 DTYPES = ("float32", "bfloat16")
 
-# Logical axis -> mesh axes. Params: `embed` over fsdp (ZeRO-3 style), the wide dims over tensor.
+# Logical axis -> mesh axes. Params: `embed` over fsdp and sequence (ZeRO-3 style), the wide dims
+# over tensor. Activations: batch rows over data and fsdp, positions over sequence.
 DEFAULT_AXIS_RULES = (
     ("batch", ("data", "fsdp")),   # activations' batch dimension
-    ("length", None),              # sequence (sequence parallelism is a later addition)
-    ("embed", "fsdp"),             # model width on parameters
+    ("length", "sequence"),        # positions: sequence parallelism (ops/sequence_scan.py)
+    ("embed", ("fsdp", "sequence")),  # model width on parameters
     ("act_embed", None),           # model width on activations
     ("mlp", "tensor"),             # MLP hidden width
     ("lru", "tensor"),             # recurrence width
@@ -92,8 +94,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10                     # steps between metric lines
   c.train.eval_every = 100                   # steps between validation-loss evaluations
   c.train.eval_batches = 4                   # validation batches per evaluation
+  c.train.max_nonfinite_in_a_row = 5         # NaN/Inf steps (each skipped) before a rollback
 
   c.controller = default_settings()          # Birdie's reward-driven mixture (birdie_jax/controller)
+  c.eval = eval_settings.default_settings()  # retrieval evaluations in training (birdie_jax/evals)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 200             # steps between checkpoints (and one at the end)
@@ -101,7 +105,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True             # write checkpoints in the background
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1 fills
+  c.mesh.shape = ml_collections.ConfigDict(  # data, fsdp, sequence, tensor sizes; -1 fills
+      {"data": -1, "fsdp": 1, "sequence": 1, "tensor": 1})
   c.mesh.axis_rules = DEFAULT_AXIS_RULES     # logical axis -> mesh axes
   return c
 
@@ -110,6 +115,7 @@ _POSITIVE_INTS = ("model.width", "model.depth", "model.lru_width", "model.num_he
                   "model.conv_width", "model.bidirectional_every", "model.num_kv_heads",
                   "model.head_dim", "model.attention_window", "model.attention_every", "train.steps", "train.batch_size", "train.seq_len",
                   "train.log_every", "train.eval_every", "train.eval_batches",
+                  "train.max_nonfinite_in_a_row",
                   "checkpoint.every_steps", "checkpoint.max_to_keep")
 _CHOICES = {"curriculum": CURRICULA, "model.family": FAMILIES, "model.dtype": DTYPES,
             "model.scan_impl": ("auto", "associative", "linear", "chunked", "pallas"),
@@ -194,6 +200,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       "model.bidirectional=False, or use curriculum=birdie")
   if config.controller.val_rows <= 0:
     raise ConfigError(f"controller.val_rows must be positive, got {config.controller.val_rows}")
+  eval_settings.validate_settings(config.eval)
   if not isinstance(config.data.source, str) or not config.data.source:
     raise ConfigError("data.source must be 'embedded', a path or glob, or tfds:<name>")
   grid.build_curriculum(config.curriculum, seq_len=config.train.seq_len,  # lengths fit the rows

@@ -1,4 +1,5 @@
-"""Every user mistake of the foundation issue ends in one clear ConfigError line, before compiling."""
+"""Every user mistake ends in one clear ConfigError line before compiling, or is skipped and counted."""
+import json
 import subprocess
 import sys
 
@@ -42,7 +43,8 @@ def test_wrong_type(tmp_path, no_compile):
 
 
 @pytest.mark.parametrize("key", ["train.steps", "train.batch_size", "train.seq_len",
-                                 "model.width", "checkpoint.every_steps"])
+                                 "model.width", "checkpoint.every_steps",
+                                 "train.max_nonfinite_in_a_row"])
 def test_non_positive_sizes(tmp_path, no_compile, key):
   config = tiny_config()
   group, name = key.split(".")
@@ -69,6 +71,49 @@ def test_batch_that_does_not_divide_the_mesh(tmp_path, no_compile):
   _expect(config, tmp_path, r"train\.batch_size \(12\) must be divisible")
 
 
+@pytest.mark.parametrize("weights, message", [
+    ("copying=0.5,infilling=0.4", r"data\.class_weights must sum to 1, got 0\.9"),
+    ("copying=0.5,copy=0.5", r"data\.class_weights names 'copy', not a class of this curriculum"),
+    ("copying=1.5,infilling=-0.5", r"data\.class_weights: weight of infilling must be >= 0"),
+])
+def test_bad_class_weights(tmp_path, no_compile, weights, message):
+  config = tiny_config()
+  config.curriculum = "birdie"
+  config.model.bidirectional = True
+  config.data.class_weights = weights
+  _expect(config, tmp_path, message)
+
+
+def test_objective_lengths_that_cannot_fit_the_rows(tmp_path, no_compile):
+  config = tiny_config()
+  config.curriculum = "birdie"
+  config.model.bidirectional = True
+  config.data.length_scale = 1.0  # the paper's lengths for 2048-token rows, in 64-token rows
+  _expect(config, tmp_path, r"train\.seq_len 64 is too small for curriculum birdie: .* needs "
+          r"examples of at least \d+ positions \(lengths scaled by 1; see data\.length_scale\)")
+
+
+def test_empty_and_non_utf8_documents_are_skipped_and_counted_once(tmp_path, capsys):
+  data = tmp_path / "data"
+  data.mkdir()
+  for i in range(12):
+    (data / f"doc{i:02d}.txt").write_text(f"Document {i}: " + "words and more words. " * 20)
+  (data / "empty.txt").write_text("")
+  (data / "blank.txt").write_text(" \n\t\n")
+  (data / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+  (data / "rows.jsonl").write_bytes(b"\n".join([json.dumps({"text": "a JSONL document"}).encode(),
+                                                b'{"text": "caf\xe9"}', b"{broken"]))
+  config = tiny_config()
+  config.data.source = str(data)
+  config.data.val_fraction = 0.3
+  config.train.steps = 2
+  final = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert final["step"] == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert lines == [f"birdie_jax: warning: data source {data}: 5 documents skipped (2 empty, "
+                   "2 not UTF-8, 1 malformed JSONL)"]
+
+
 def test_workdir_of_another_model_shape(tmp_path):
   config = tiny_config()
   config.train.steps = 2
@@ -88,6 +133,8 @@ def test_defaults_are_valid():
     (["--config=configs/base.py:tiny", "--config.mesh.shape.data=3"],
      "uses 3 devices but 1 are available"),
     (["--config=configs/base.py:tiny", "--config.data.source=/no/such/dir"], "/no/such/dir"),
+    (["--config=configs/base.py", "--config.data.class_weights=copying=0.7,infilling=0.7"],
+     "data.class_weights must sum to 1, got 1.4"),
     (["--config=configs/missing.py"], "missing.py"),
 ])
 def test_cli_prints_one_line(tmp_path, args, message):

@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "train": ("birdie_jax.bench.train", "train-step tokens/s, MFU, memory, compile time"),
     "decode": ("birdie_jax.bench.decode", "batched generation tokens/s against prompt length"),
     "tpu_aot": ("birdie_jax.bench.tpu_aot", "compile the Pallas scan for a TPU topology from CPU"),
+    "soak": ("birdie_jax.bench.soak", "thousands of tiny steps: host memory and disk stay bounded"),
 }
 
 

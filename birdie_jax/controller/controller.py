@@ -129,8 +129,9 @@ class Controller:
     if losses.shape != (self.num_configs,) or not np.all(np.isfinite(losses)):
       raise ValueError(f"val_losses must be {self.num_configs} finite values, got {losses}")
     # Committed to one device, a fresh, updated, host (numpy) or restored state compiles alike;
-    # the trainer's mesh (if any) does not apply to this small single-device program.
-    state = jax.device_put(state, jax.devices()[0])
+    # the trainer's mesh (if any) does not apply to this small single-device program. Each
+    # process of a multi-process run computes it on its own first device.
+    state = jax.device_put(state, jax.local_devices()[0])
     window = history_window(int(jax.device_get(state.count)) + 1, self.capacity)
     with jax.set_mesh(None):
       return _update(self, state, losses, jnp.int32(step), window)

@@ -42,6 +42,20 @@ def _load_tfds(source: str, split: str, val_fraction: float, text_field: str,
   return Documents(texts, indices, SourceStats(documents=len(texts)))
 
 
+_SKIP_REASONS = {"empty": "empty", "undecodable": "not UTF-8", "malformed": "malformed JSONL",
+                 "unreadable": "unreadable"}
+
+
+def skipped_note(stats: SourceStats) -> str:
+  """'3 documents skipped (2 empty, 1 not UTF-8)', or '' when reading skipped nothing."""
+  counts = {reason: getattr(stats, field) for field, reason in _SKIP_REASONS.items()}
+  total = sum(counts.values())
+  if not total:
+    return ""
+  parts = ", ".join(f"{n} {reason}" for reason, n in counts.items() if n)
+  return f"{total} document{'s' if total > 1 else ''} skipped ({parts})"
+
+
 def load_documents(source: str, split: str, *, val_fraction: float, text_field: str = "text",
                    tfds_data_dir: str | None = None) -> Documents:
   """The documents of `split` ('train' or 'validation') of `source`, with `.stats` of skips.
@@ -52,6 +66,10 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
     val_fraction: share of documents held out for validation.
     text_field: the JSONL key or TFDS feature holding the text.
     tfds_data_dir: where prepared TFDS datasets live (default `$TFDS_DATA_DIR`).
+
+  Empty, non-UTF-8 or malformed documents are skipped and counted in `.stats` (of the whole
+  source, the same for both splits; `skipped_note` words them), not logged here: the caller
+  reports them once.
 
   Raises:
     ConfigError: the source does not exist, matches nothing, or has no non-empty document.
@@ -65,12 +83,9 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
     stats = SourceStats(documents=len(texts))
   else:
     texts, stats = file_source.read_files(source, text_field)
-    skipped = {k: v for k, v in dataclasses.asdict(stats).items() if k != "documents" and v}
-    if skipped:
-      logging.warning("Data source %s: skipped %s", source, skipped)
     if not texts:
       raise ConfigError(f"data source {source} has no non-empty UTF-8 document "
-                        f"(skipped: {skipped})")
+                        f"({skipped_note(stats) or 'no files read'})")
   kept = [texts[i] for i in split_indices(len(texts), split, val_fraction)]
   parts, cut = cut_long_documents(kept, MAX_DOCUMENT_CHARS)
   if cut:

@@ -8,6 +8,12 @@ RoPE uses the per-document `positions`, so packed documents all start at positio
 The decoding cache is a ring buffer of `R` slots (the window for local attention, else the whole
 prompt + generation length); token `t` of the row lives in slot `t % R`, with a validity bit that
 excludes padding, other documents and slots not yet written.
+
+With the length split over a `sequence` mesh axis, the queries, outputs and the (L, L) mask stay
+split by query position and GSPMD gathers the keys and values of the whole row to every shard:
+simple, but the gathered K/V and each shard's (L / S, L) scores grow with the full length (also
+for Griffin's local attention, which would need only a window of keys). A ring-attention schedule
+would keep them per shard.
 """
 from __future__ import annotations
 

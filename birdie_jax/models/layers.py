@@ -100,7 +100,12 @@ def same_segment_shifted(segment_ids: jax.Array, shift: int) -> jax.Array:
 
 
 class Conv1D(nnx.Module):
-  """Causal depthwise temporal convolution whose window never crosses a document boundary."""
+  """Causal depthwise temporal convolution whose window never crosses a document boundary.
+
+  With the length split over a `sequence` mesh axis, each shard needs the last `taps - 1` inputs
+  (and segment ids) of the shard before it: GSPMD partitions the shifted reads into that halo
+  exchange (collective-permutes of 1 .. taps - 1 positions to the next shard), nothing more.
+  """
 
   def __init__(self, width: int, taps: int, *, rngs: nnx.Rngs, dtype: jnp.dtype):
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,

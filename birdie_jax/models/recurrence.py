@@ -6,6 +6,10 @@ flow in. In a bidirectional layer the first half of the channels scans left to r
 packed row; the second half scans right to left with its decay zeroed outside the prefix and at a
 document's end, so every prefix position sees the whole prefix (and the BEGIN token's drive) while
 every other position keeps `h_t = x_t` and the layer stays causal there.
+
+When the rules table splits `length` over mesh axes (sequence parallelism), each scan runs on its
+shard of positions and exchanges only carries (`ops/sequence_scan.py`); the masks' one-position
+shifts across shard edges are GSPMD's business.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from birdie_jax.ops.scan import linear_scan
+from birdie_jax.ops.sequence_scan import sequence_parallel_scan
+from birdie_jax.parallel.sharding import activation_spec
 
 
 def forward_decay_mask(segment_ids: jax.Array) -> jax.Array:
@@ -57,11 +63,19 @@ def split_scan(a: jax.Array, x: jax.Array, *, bidirectional: bool,
     position, (B, W) or (B, W // 2) when bidirectional (the reverse half is not needed to decode).
   """
   if not bidirectional:
-    return linear_scan(a, x, impl=impl)
+    return _scan(a, x, reverse=False, impl=impl)
   half = x.shape[-1] // 2
-  y_fwd, h_fwd = linear_scan(a[..., :half], x[..., :half], impl=impl)
-  y_rev, _ = linear_scan(a[..., half:], x[..., half:], reverse=True, impl=impl)
+  y_fwd, h_fwd = _scan(a[..., :half], x[..., :half], reverse=False, impl=impl)
+  y_rev, _ = _scan(a[..., half:], x[..., half:], reverse=True, impl=impl)
   return jnp.concatenate([y_fwd, y_rev], axis=-1), h_fwd
+
+
+def _scan(a: jax.Array, x: jax.Array, *, reverse: bool, impl: str) -> tuple[jax.Array, jax.Array]:
+  """`linear_scan`, split over the mesh axes of `length` when the current rules shard it."""
+  spec = activation_spec(("batch", "length", "lru"), x.shape)
+  if spec is None:
+    return linear_scan(a, x, reverse=reverse, impl=impl)
+  return sequence_parallel_scan(a, x, spec=spec, reverse=reverse, impl=impl)
 
 
 def split_step(a: jax.Array, x: jax.Array, h: jax.Array, *,

@@ -1,4 +1,10 @@
-"""Device meshes from the config's named axis sizes (`-1` fills in the remaining devices)."""
+"""Device meshes from the config's named axis sizes (`-1` fills in the remaining devices).
+
+Axes, outermost first: `data` (replicas), `fsdp` (batch rows, with parameters and optimizer state
+split ZeRO-3 style), `sequence` (positions of each row: sequence parallelism, see
+`ops/sequence_scan.py`) and `tensor` (the wide model dimensions). What each one splits is the
+rules table's business (`mesh.axis_rules`); the inner axes should stay within a host.
+"""
 from __future__ import annotations
 
 import math
@@ -10,7 +16,7 @@ from jax.sharding import AxisType, Mesh
 
 from birdie_jax.errors import ConfigError
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 
 
 def resolve_mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
@@ -39,7 +45,7 @@ def resolve_mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, 
 
 
 def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Builds a mesh over `devices` (default: all) with axes `data, fsdp, tensor`, all `AxisType.Auto`."""
+  """Builds a mesh over `devices` (default: all) with axes `MESH_AXES`, all `AxisType.Auto`."""
   devices = list(jax.devices() if devices is None else devices)
   sizes = resolve_mesh_shape(shape, len(devices))
   axis_sizes = tuple(sizes[name] for name in MESH_AXES)

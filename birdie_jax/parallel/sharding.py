@@ -3,6 +3,7 @@
 Parameters carry logical names (`nnx.with_partitioning(init, ("embed", "mlp"))`); activations are
 constrained with `constrain(x, ("batch", "length", "act_embed"))`. `axis_rules(rules)` makes a rules
 table current for `constrain`; outside a mesh it is a no-op, so the same model code runs on one device.
+Layers that need to know an activation's layout (the sequence-parallel scan) ask `activation_spec`.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def logical_to_spec(names: Sequence[str | None], rules: Rules,
 
   A mesh axis is used at most once per spec (first dimension wins). With `shape` and `mesh` given,
   mesh axes whose size does not divide the dimension are dropped, so tiny models stay valid on any
-  mesh (that dimension is then replicated along those axes).
+  mesh (that dimension is then replicated along those axes). With `mesh` given, axes it does not
+  have are dropped too.
   """
   table = _rules_dict(rules)
   used: set[str] = set()
@@ -69,7 +71,7 @@ def logical_to_spec(names: Sequence[str | None], rules: Rules,
     axes = []
     size = shape[dim] if shape is not None else None
     for axis in table[name]:
-      if axis in used:
+      if axis in used or (mesh is not None and axis not in mesh.shape):
         continue
       if mesh is not None and size is not None:
         span = mesh.shape[axis] * _prod(mesh.shape[a] for a in axes)
@@ -99,13 +101,22 @@ def axis_rules(rules: Rules) -> Iterator[None]:
     _state.rules = previous
 
 
-def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-  """Sharding constraint on an activation by logical names; a no-op without a mesh or rules."""
+def activation_spec(names: Sequence[str | None],
+                    shape: Sequence[int]) -> PartitionSpec | None:
+  """The PartitionSpec of an activation of `shape` named `names` on the current mesh and rules
+  (what `constrain` applies), or None outside a mesh or rules table."""
   rules = getattr(_state, "rules", None)
   mesh = jax.sharding.get_abstract_mesh()
   if rules is None or mesh.empty:
+    return None
+  return logical_to_spec(names, rules, shape, mesh)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """Sharding constraint on an activation by logical names; a no-op without a mesh or rules."""
+  spec = activation_spec(names, x.shape)
+  if spec is None:
     return x
-  spec = logical_to_spec(names, rules, x.shape, mesh)
   return jax.lax.with_sharding_constraint(x, spec)
 
 
@@ -125,6 +136,30 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
-  """Sharding of a `(batch, length, ...)` input array: batch over the rules' batch axes."""
-  spec = logical_to_spec(("batch",) + (None,) * (ndim - 1), rules)
+  """Sharding of a `(batch, length, ...)` input array: batch over the rules' batch axes, whole
+  rows per device (each process feeds whole rows; the model splits the length itself)."""
+  spec = logical_to_spec(("batch",) + (None,) * (ndim - 1), rules, mesh=mesh)
   return NamedSharding(mesh, spec)
+
+
+def check_batch_layout(mesh: Mesh, rules: Rules, batch_size: int, seq_len: int) -> None:
+  """Raises ConfigError unless the rows split over the mesh as the processes feed them.
+
+  `seq_len` must divide over the mesh axes of `length`, and no batch row may live on devices of
+  two processes: each process reads its own documents into the rows of its own devices.
+  """
+  length_axes = [a for a in _rules_dict(rules).get("length", ()) if a in mesh.shape]
+  span = _prod(mesh.shape[a] for a in length_axes)
+  if seq_len % span:
+    raise ConfigError(f"train.seq_len ({seq_len}) must be divisible by the {span} devices the "
+                      f"sequence is split over (mesh axes {length_axes})")
+  owners: dict[tuple[int, int], set[int]] = {}
+  indices = batch_sharding(mesh, rules).devices_indices_map((batch_size, seq_len))
+  for device, index in indices.items():
+    rows = index[0].indices(batch_size)[:2]
+    owners.setdefault(rows, set()).add(device.process_index)
+  if any(len(processes) > 1 for processes in owners.values()):
+    raise ConfigError(
+        f"mesh.shape {dict(mesh.shape)} puts batch rows on the devices of several processes: the "
+        f"batch axes (data x fsdp) must split the {jax.process_count()} processes' devices, "
+        "with sequence and tensor within a process")

@@ -1,18 +1,29 @@
 """Orbax checkpoints of the train state, the data-pipeline position and run metadata.
 
-Each checkpoint is `checkpoints/<step>/{state, data, meta}`; Orbax writes into a temporary folder
-and renames it when complete, so a checkpoint is either whole or absent.
+Each checkpoint is `checkpoints/<step>/{state, data, meta[, controller]}`. Orbax writes it into
+`<step>.orbax-checkpoint-tmp`, adds `commit_success.txt` and renames the folder to `<step>` when
+complete; a run killed mid-write leaves only the tmp folder, which step listings ignore and the
+next save of that step replaces. A checkpoint that still cannot be restored (files truncated or
+deleted later, non-finite values) is moved to `<step>.damaged` and the next older one is used,
+with one warning line. No checkpoint is written from a state holding NaN or Inf.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import os
+import sys
 from typing import Any
 
+from etils import epath
 import grain
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-from birdie_jax.errors import ConfigError
+from birdie_jax.errors import ConfigError, TrainingError
+from birdie_jax.train.metrics import log_warning
+from birdie_jax.train.nonfinite import is_finite
 from birdie_jax.train.state import TrainSetup, TrainState
 
 
@@ -27,8 +38,9 @@ class Checkpointer:
   """Saves and restores {state, data iterator, meta} under `directory`."""
 
   def __init__(self, directory: str, *, max_to_keep: int, async_save: bool):
+    self._directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        self._directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True))
 
@@ -39,7 +51,13 @@ class Checkpointer:
   def save(self, step: int, state: TrainState, data_iterator: grain.DatasetIterator,
            meta: dict[str, Any], controller: Any = None) -> None:
     """Starts writing a checkpoint (in the background when async); `controller` is the mixture
-    controller's state pytree, for the curricula that have one."""
+    controller's state pytree, for the curricula that have one.
+
+    Raises:
+      TrainingError: `state` holds a NaN or Inf (nothing is written).
+    """
+    if not is_finite(state):
+      raise TrainingError(f"refusing to write checkpoint {step}: the train state holds NaN or Inf")
     items = {"state": ocp.args.StandardSave(state),
              "data": grain.checkpoint.CheckpointSave(data_iterator),
              "meta": ocp.args.JsonSave(meta)}
@@ -59,7 +77,13 @@ class Checkpointer:
 
   def restore(self, step: int, setup: TrainSetup,
               data_iterator: grain.DatasetIterator) -> TrainState:
-    """Restores the state into its shardings and moves `data_iterator` to the saved position."""
+    """Restores the state into its shardings and moves `data_iterator` to the saved position.
+
+    Raises:
+      ConfigError: the checkpoint belongs to a model of another shape.
+      ValueError: the restored state holds NaN or Inf (Orbax raises its own errors for
+        unreadable files).
+    """
     meta = self.read_meta(step)
     expected = param_shapes(setup.abstract_state.params)
     if meta.get("param_shapes") != expected:
@@ -71,7 +95,65 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target),
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    if not is_finite(restored["state"]):
+      raise ValueError(f"checkpoint {step} holds NaN or Inf")
     return restored["state"]
+
+  def restore_latest(self, setup: TrainSetup, data_iterator: grain.DatasetIterator,
+                     controller_target: Any = None) -> tuple[int, TrainState, Any] | None:
+    """The newest checkpoint that restores whole: (step, state, controller state or None).
+
+    Damaged checkpoints on the way are moved to `<step>.damaged`, with one warning line.
+
+    Returns:
+      None when the directory holds no checkpoint.
+
+    Raises:
+      ConfigError: checkpoints exist but none can be restored, or they belong to a model of
+        another shape.
+    """
+    damaged, reasons = [], []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        with _quiet_aborted_reads():
+          state = self.restore(step, setup, data_iterator)
+          controller = (None if controller_target is None
+                        else self.restore_controller(step, controller_target))
+      except ConfigError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # any failure to read is damage
+        damaged.append(step)
+        reasons.append(" ".join(f"{type(e).__name__}: {e}".split())[:160])
+        continue
+      if damaged:
+        self._set_aside(damaged)
+        log_warning(f"{_steps(damaged)} in {self._directory} cannot be restored ({reasons[0]}); "
+                    f"moved to <step>.damaged, resuming from checkpoint {step}")
+      return step, state, controller
+    if damaged:
+      raise ConfigError(f"no checkpoint in {self._directory} can be restored ({_steps(damaged)}; "
+                        f"newest: {reasons[0]}); move them away or use a new --workdir")
+    return None
+
+  def restore_state(self, step: int, setup: TrainSetup) -> TrainState:
+    """Only the train state of checkpoint `step` (a rollback keeps the data position)."""
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          setup.abstract_state, setup.state_shardings)
+    return self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))["state"]
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames the folders of `steps` to `<step>.damaged` (process 0) and forgets them."""
+    if jax.process_index() == 0:
+      for step in steps:
+        folder = epath.Path(self._directory) / str(step)
+        target, n = folder.with_name(f"{step}.damaged"), 1
+        while target.exists():
+          target, n = folder.with_name(f"{step}.damaged-{n}"), n + 1
+        folder.rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("birdie_jax_checkpoints_set_aside")
+    self._manager.reload()
 
   def restore_params(self, step: int, setup: TrainSetup) -> Any:
     """Restores only the params of checkpoint `step` into their shardings (for inference)."""
@@ -95,3 +177,25 @@ class Checkpointer:
     """Finishes pending writes and releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_aborted_reads() -> Iterator[None]:
+  """Silences the 'Event loop is closed' errors that the array reads still in flight report (via
+  `sys.unraisablehook`, one traceback each) once Orbax has given up on a damaged checkpoint."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    sys.unraisablehook = previous
+
+
+def _steps(steps: list[int]) -> str:
+  return ("checkpoint " if len(steps) == 1 else "checkpoints ") + ", ".join(map(str, steps))

@@ -4,8 +4,11 @@ Workdir layout:
     config.json         the config of the latest start
     tokenizer/          the sentencepiece model trained on first use (reused afterwards)
     checkpoints/<step>/ Orbax checkpoints {state, data, meta}
-    metrics.jsonl       one JSON object per logged step (step, loss, learning_rate, tokens_per_s, ...)
+    metrics.jsonl       one JSON object per logged step (step, loss, learning_rate, tokens_per_s, ...);
+                        steps after a checkpoint are logged again when a run resumes from it or
+                        rolls back to it, and the last row of a step is the one that counts
     tensorboard/        the same scalars for TensorBoard
+    eval/<step>.*       retrieval evaluations every `eval.every` steps (json, md, png per task)
 """
 from __future__ import annotations
 
@@ -21,14 +24,17 @@ from birdie_jax.config import validate_config
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.packing import padding_fraction
 from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
-from birdie_jax.data.sources import load_documents
+from birdie_jax.data.sources import load_documents, skipped_note
 from birdie_jax.data.tokenizer import build_tokenizer
 from birdie_jax.errors import ConfigError
+from birdie_jax.evals.runner import Evaluator
 from birdie_jax.parallel.mesh import make_mesh
-from birdie_jax.parallel.sharding import batch_sharding, validate_rules
+from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureControl
-from birdie_jax.train.metrics import MetricsWriter, Throughput, log_progress, progress_line
+from birdie_jax.train.metrics import MetricsWriter, Throughput, log_progress, log_warning
+from birdie_jax.train.metrics import progress_line
+from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
@@ -59,6 +65,11 @@ def _controller_line(step: int, scalars: dict[str, float], classes) -> str:
           f"{reward} | mixture: {weights}")
 
 
+def _eval_line(step: int, scalars: dict[str, float]) -> str:
+  return f"step {step} eval: " + ", ".join(
+      f"{k.removeprefix('eval/')} {v:.3f}" for k, v in sorted(scalars.items()))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics."""
   validate_config(config)
@@ -66,11 +77,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rules = tuple(tuple(r) for r in config.mesh.axis_rules)
   validate_rules(rules, mesh.axis_names)
   _check_batch(config, mesh)
+  check_batch_layout(mesh, rules, config.train.batch_size, config.train.seq_len)
   train_docs = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
                               text_field=config.data.text_field)
   val_docs = load_documents(config.data.source, "validation",
                             val_fraction=config.data.val_fraction,
                             text_field=config.data.text_field)
+  if skipped_note(train_docs.stats):
+    log_warning(f"data source {config.data.source}: {skipped_note(train_docs.stats)}")
   os.makedirs(workdir, exist_ok=True)
   tokenizer = build_tokenizer(config.data, train_docs, cache_dir=workdir)
   mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=config.train.seq_len,
@@ -105,13 +119,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.checkpoint.max_to_keep,
                               async_save=config.checkpoint.async_save)
-  latest = checkpointer.latest_step()
-  if latest is None:
+  restored = checkpointer.restore_latest(
+      setup, data_iter, None if control is None else control.abstract_state())
+  if restored is None:
     state = init_train_state(config, setup, tokenizer.vocab_size)
   else:
-    state = checkpointer.restore(latest, setup, data_iter)
+    latest, state, controller_state = restored
     if control is not None:
-      control.state = checkpointer.restore_controller(latest, control.abstract_state())
+      control.state = controller_state
     log_progress(f"resumed from step {latest} in {workdir}")
   start = int(jax.device_get(state.step))
   total = config.train.steps
@@ -119,20 +134,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           "num_params": setup.num_params, "vocab_size": tokenizer.vocab_size}
   train_step = make_train_step(setup, config.train)
   eval_step = make_eval_step(setup)
+  evaluator = Evaluator(config, tokenizer, setup) if config.eval.every else None
   writer = MetricsWriter(workdir)
   throughput = Throughput(config.train.batch_size * config.train.seq_len,
                           6.0 * setup.num_params, start)
   final: dict[str, float] = {}
   run_start, timed_from = time.perf_counter(), None
   reached = start
+  guard = NonFiniteGuard(config.train.max_nonfinite_in_a_row)
   try:
     with jax.set_mesh(mesh), PreemptionSignal() as preemption:
       if start >= total:
         log_progress(f"run already finished at step {start} (train.steps={total})")
-      for step in range(start + 1, total + 1):
+      step = start
+      while step < total:
+        step += 1
         host_batch = next(data_iter)
         state, metrics = train_step(state, _to_global(host_batch, mesh, rules))
-        if step % config.train.log_every == 0 or step == total or step == start + 1:
+        skipped = bool(jax.device_get(metrics["nonfinite_skipped"]))
+        roll_back = guard.observe(skipped)
+        if skipped:
+          writer.write(step, {"nonfinite_skipped": 1.0, "nonfinite_in_a_row": guard.in_a_row})
+          log_progress(f"step {step}/{total} | non-finite loss or gradients: update skipped "
+                       f"({guard.in_a_row} in a row; rollback at {guard.max_in_a_row})")
+        elif step % config.train.log_every == 0 or step == total or step == start + 1:
           scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
           scalars["padding_fraction"] = padding_fraction(host_batch)  # this process's rows
           scalars.update(throughput.report(step))
@@ -155,11 +180,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write(step, controller_scalars)
           log_progress(_controller_line(step, controller_scalars, mixture.curriculum.classes))
           throughput.restart(step)
+        if evaluator is not None and evaluator.is_due(step):
+          report = evaluator.run(state.params, step=step)
+          writer.write(step, report.scalars)
+          if jax.process_index() == 0:
+            report.write(os.path.join(workdir, "eval"))
+          log_progress(_eval_line(step, report.scalars))
+          throughput.restart(step)
         reached = step
-        if step % config.checkpoint.every_steps == 0 or step == total or preemption.requested:
+        stop = preemption.reached(step)
+        if roll_back and not stop:
+          checkpointer.wait()
+          target = guard.rollback_target(checkpointer.latest_step(), step)
+          state = checkpointer.restore_state(target, setup)
+          log_progress(f"step {step} | rolled back to checkpoint {target}; the batches since "
+                       "then are not replayed")
+          step, timed_from = target, None
+          throughput.restart(step)
+          continue
+        periodic = step % config.checkpoint.every_steps == 0 and not guard.in_a_row
+        if periodic or step == total or stop:
           checkpointer.save(step, state, data_iter, meta,
                             controller=None if control is None else control.state)
-        if preemption.requested:
+        if stop:
           log_progress(f"SIGTERM: stopping after step {step}; checkpoint written, the same "
                        "command resumes from it")
           break

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping
 
@@ -17,6 +18,7 @@ class MetricsWriter:
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if self._active:
+      _drop_partial_line(self._path)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -35,6 +37,23 @@ class MetricsWriter:
     """Flushes and closes TensorBoard."""
     if self._tb is not None:
       self._tb.close()
+
+
+def _drop_partial_line(path: str) -> None:
+  """Cuts a last line left unfinished by a killed run, so appended rows stay one per line."""
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    keep = f.seek(0, os.SEEK_END)
+    while keep > 0:  # back to just after the last newline, 64 KiB at a time
+      start = max(0, keep - (1 << 16))
+      f.seek(start)
+      newline = f.read(keep - start).rfind(b"\n")
+      if newline >= 0:
+        keep = start + newline + 1
+        break
+      keep = start
+    f.truncate(keep)
 
 
 def format_duration(seconds: float) -> str:
@@ -88,3 +107,9 @@ def log_progress(line: str) -> None:
   """Prints the progress line on host 0."""
   if jax.process_index() == 0:
     print(line, flush=True)
+
+
+def log_warning(message: str) -> None:
+  """Prints `birdie_jax: warning: <message>` to stderr on host 0."""
+  if jax.process_index() == 0:
+    print(f"birdie_jax: warning: {message}", file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from birdie_jax.parallel.sharding import axis_rules
+from birdie_jax.train.nonfinite import all_finite
 from birdie_jax.train.optimizer import learning_rate_schedule
 from birdie_jax.train.state import TrainSetup, TrainState
 
@@ -34,7 +35,13 @@ def mean_loss(setup: TrainSetup, params, batch: Batch) -> tuple[jax.Array, jax.A
 
 def make_train_step(setup: TrainSetup, schedule_config) -> Callable[[TrainState, Batch],
                                                                       tuple[TrainState, dict]]:
-  """A jitted step: grads, clipped AdamW update, metrics. The input state is donated."""
+  """A jitted step: grads, clipped AdamW update, metrics. The input state is donated.
+
+  A step whose loss, gradient norm or new params / optimizer state hold a NaN or Inf is skipped:
+  params and optimizer state are kept (so the optimizer's own count, which drives the learning-rate
+  schedule, counts applied updates only), while `step` and `rng` advance; the metric
+  `nonfinite_skipped` is then 1.
+  """
   schedule = learning_rate_schedule(schedule_config)
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
@@ -42,11 +49,15 @@ def make_train_step(setup: TrainSetup, schedule_config) -> Callable[[TrainState,
         lambda p: mean_loss(setup, p, batch), has_aux=True)(state.params)
     updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite((params, opt_state))
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                     (params, opt_state), (state.params, state.opt_state))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               rng=jax.random.key_data(
                                   jax.random.split(jax.random.wrap_key_data(state.rng))[0]))
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(state.step), "target_tokens": count}
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+               "target_tokens": count, "nonfinite_skipped": 1.0 - finite.astype(jnp.float32)}
     return new_state, metrics
 
   return jax.jit(step, in_shardings=(setup.state_shardings, None),

@@ -1,0 +1,88 @@
+"""SIGKILL at a random step: the same command resumes and logs what an uninterrupted run logs."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from birdie_jax.train.metrics import MetricsWriter
+from helpers import ROOT
+
+STEPS = 8  # tiny's default: the compiled step is shared with other runs of configs/base.py:tiny
+_TIMING = {"tokens_per_s", "tokens_per_s_per_device", "tflops_per_s_per_device", "step_time_s"}
+
+
+def _command(workdir):
+  return [sys.executable, "-m", "birdie_jax.main", "--config=configs/base.py:tiny",
+          f"--workdir={workdir}", f"--config.train.steps={STEPS}", "--config.train.log_every=1",
+          "--config.checkpoint.every_steps=2"]
+
+
+def _env():
+  cache = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
+  return {"JAX_PLATFORMS": "cpu", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+          **{k: os.environ[k] for k in cache if k in os.environ}}
+
+
+def _logged(workdir) -> dict[int, dict[str, float]]:
+  """Per step, the last value logged for each key (a resumed run logs steps after its checkpoint
+  again); timings are left out. Only complete lines count: the file may be mid-write."""
+  path = workdir / "metrics.jsonl"
+  rows: dict[int, dict[str, float]] = {}
+  if path.exists():
+    for line in path.read_text(encoding="utf-8").split("\n")[:-1]:
+      row = json.loads(line)
+      rows.setdefault(row.pop("step"), {}).update(
+          {k: v for k, v in row.items() if k not in _TIMING})
+  return rows
+
+
+def _checkpoints(workdir) -> list[int]:
+  folder = workdir / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+
+
+def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
+  kill_after = random.randint(3, STEPS - 2)
+  reference = subprocess.Popen(_command(tmp_path / "reference"), cwd=ROOT, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  workdir = tmp_path / "run"
+  victim = subprocess.Popen(_command(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 180
+  while not (max(_logged(workdir), default=0) >= kill_after and _checkpoints(workdir)):
+    assert victim.poll() is None, f"the run ended before step {kill_after}"
+    assert time.monotonic() < deadline
+    time.sleep(0.02)
+  victim.send_signal(signal.SIGKILL)
+  assert victim.wait(timeout=30) == -signal.SIGKILL
+  killed_at = max(_logged(workdir))
+  assert killed_at < STEPS, "killed too late to test anything"
+
+  resumed = subprocess.run(_command(workdir), cwd=ROOT, env=_env(), capture_output=True,
+                           text=True, timeout=180)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert "resumed from step " in resumed.stdout, resumed.stdout
+  resumed_from = int(resumed.stdout.split("resumed from step ")[1].split()[0])
+  assert 2 <= resumed_from <= killed_at and resumed_from % 2 == 0
+  output, _ = reference.communicate(timeout=180)
+  assert reference.returncode == 0, output
+
+  expected, got = _logged(tmp_path / "reference"), _logged(workdir)
+  assert sorted(got) == list(range(1, STEPS + 1))
+  for step in range(1, STEPS + 1):
+    assert got[step] == expected[step], (f"step {step} (killed after step {killed_at}, resumed "
+                                         f"from {resumed_from})")
+  assert not [p.name for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+def test_metrics_line_cut_by_a_kill_is_dropped_on_restart(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "lo')
+  writer = MetricsWriter(str(tmp_path))
+  writer.write(2, {"loss": 2.25})
+  writer.close()
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.25}]
