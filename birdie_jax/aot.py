@@ -3,9 +3,10 @@
     python -m birdie_jax.aot --config=configs/sweep.py:hawk-1.4b-birdie --topology=v5e:16x16
 
 Needs libtpu (pinned in requirements-aot.txt); no TPU is used. The real train step
-(`make_train_setup` and `make_train_step`, the config's mesh over the topology's devices) is lowered and compiled for
-the topology, then printed: per-device HBM from XLA's memory analysis against the chip's HBM, FLOPs
-per step from XLA's cost analysis, and the step time and MFU these predict, two ways:
+(`make_train_setup` and `make_train_step`, the config's mesh over the topology's devices) is
+lowered and compiled for the topology, then printed: per-device HBM from XLA's memory analysis
+against the chip's HBM, FLOPs per step from XLA's cost analysis, and the step time and MFU these
+predict, two ways:
   * at an assumed MFU (`--assumed_mfu`, 0.4): 6·N·tokens / (chips x peak bf16 FLOP/s x MFU);
   * roofline: per device max(XLA FLOPs / peak, XLA bytes accessed / HBM bandwidth), which ignores
     communication and imperfect overlap, so it bounds the step time from below and MFU from above.
