@@ -54,10 +54,10 @@ import itertools
 
 import ml_collections
 
-from birdie_jax.tpu_specs import topology_chip, topology_chips
 from birdie_jax.config import CURRICULA, FAMILIES, default_config
 from birdie_jax.models import param_count
 from birdie_jax.models.presets import PRESET_NAMES
+from birdie_jax.tpu_specs import topology_chip, topology_chips
 
 VOCAB_SIZE = 32_000  # the paper's LLaMA-2 vocabulary size; a SentencePiece BPE trained on the data
 PILE_SOURCE = "data/pile/train/*.jsonl.gz"  # replace with --config.data.source=<your Pile copy>
@@ -90,7 +90,6 @@ RUNS = {
     "7b": Run(seq_len=2048, batch_size=512, steps=134_000, learning_rate=1.2e-4,
               topology="v5e:16x16", tensor=4),  # fsdp alone needs 16.6 GiB of v5e's 16
 }
-assert tuple(RUNS) == PRESET_NAMES
 
 
 def sweep_names() -> list[str]:

@@ -23,6 +23,7 @@ def abstract_mesh(config, devices: int) -> AbstractMesh:
 
 
 def test_names_cover_families_sizes_and_curricula():
+  assert tuple(sweep.RUNS) == PRESET_NAMES
   names = sweep.sweep_names()
   assert len(names) == len(set(names)) == len(FAMILIES) * len(PRESET_NAMES) * len(CURRICULA)
   assert "hawk-1.4b-birdie" in names and "gated_ssm-7b-birdie_causal" in names

@@ -8,7 +8,6 @@ batch, the mixture weights the workers logged, the same train step; and restores
 checkpoint.
 """
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -215,7 +214,7 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(tmp_p
 
 def test_distributed_settings_from_flags_environment_or_cluster():
   explicit = {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}
-  on_tpu_vm = importlib.util.find_spec("libtpu") is not None  # JAX then reads the TPU metadata
+  on_tpu_vm = distributed.on_tpu_vm()  # JAX then reads the TPU metadata
   assert distributed.resolve(environ={}) == ({} if on_tpu_vm else None)
   assert distributed.resolve("10.0.0.1:1234", 2, 1, environ={}) == explicit
   env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",

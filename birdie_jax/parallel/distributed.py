@@ -7,8 +7,9 @@ Where the settings come from (the first that applies):
      under any launcher; `HOST:PORT` is process 0's address, the same on every process.
      `--num_processes=1` means one process and turns detection off.
   2. A cluster that JAX's own detection knows (`jax.distributed.initialize()` with no arguments):
-     a Cloud TPU VM (libtpu installed; on a pod slice every host runs the same command), a SLURM
-     job step (`srun`) with more than one task, an Open MPI job (`mpirun`) with more than one rank.
+     a Cloud TPU VM (libtpu installed and TPU chips attached; on a pod slice every host runs the
+     same command), a SLURM job step (`srun`) with more than one task, an Open MPI job (`mpirun`)
+     with more than one rank.
   3. Otherwise one process, and nothing is initialised.
 
 Every process then runs the same program on its own devices; `jax.process_index()` and
@@ -20,6 +21,7 @@ against the same step that process 1 had just compiled (jax 0.10.2, CPU).
 """
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 from collections.abc import Mapping
@@ -51,7 +53,14 @@ def _cluster_detected(environ: Mapping[str, str]) -> bool:
   for names, count in ((_SLURM, "SLURM_NTASKS"), (_OPEN_MPI, "OMPI_COMM_WORLD_SIZE")):
     if all(name in environ for name in names) and (_env_int(environ, count) or 1) > 1:
       return True
-  return importlib.util.find_spec("libtpu") is not None
+  return on_tpu_vm()
+
+
+def on_tpu_vm() -> bool:
+  """Whether this host is a TPU VM: libtpu is installed and TPU chips are attached (libtpu alone
+  is not enough: CPU hosts install it to compile for TPU topologies, `birdie_jax.aot`)."""
+  chips = glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
+  return bool(chips) and importlib.util.find_spec("libtpu") is not None
 
 
 def resolve(coordinator_address: str | None = None, num_processes: int | None = None,
