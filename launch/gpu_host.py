@@ -62,12 +62,7 @@ def commands(args: argparse.Namespace) -> list[tuple[str, list[list[str]]]]:
 
 def launch(args: argparse.Namespace) -> None:
   """Runs (or prints) every step from the repo root."""
-  runner = launchlib.Runner(args.dry_run)
-  runner.stage(f"in {launchlib.REPO}")
-  for step, step_commands in commands(args):
-    runner.stage(step)
-    for command in step_commands:
-      runner.run(command, cwd=launchlib.REPO)
+  launchlib.run_steps(f"in {launchlib.REPO}", commands(args), args.dry_run)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,16 @@ class Runner:
       raise CommandFailed(command, status)
 
 
+def run_steps(header: str, steps: Sequence[tuple[str, list[list[str]]]], dry_run: bool) -> None:
+  """Prints `header`, then runs (or prints) each step's commands from the repo root."""
+  runner = Runner(dry_run)
+  runner.stage(header)
+  for step, step_commands in steps:
+    runner.stage(step)
+    for command in step_commands:
+      runner.run(command, cwd=REPO)
+
+
 def add_run_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
   """--config, --workdir, --dry-run and the trailing `-- --config.x=y` overrides."""
   parser.add_argument("--config", required=required,
