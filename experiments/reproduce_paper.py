@@ -1,7 +1,7 @@
 """The paper's comparison at small scale: pre-train every arm, evaluate, fine-tune, evaluate again.
 
     python -m experiments.reproduce_paper --workdir=workdirs/paper [--budget_s=480] \
-        [--arms=hawk_ntp,hawk_birdie] [--tiny] [--results=experiments/RESULTS.md]
+        [--arms=hawk_ntp,hawk_birdie] [--parallel=7] [--tiny] [--results=experiments/RESULTS.md]
 
 Arms (one config each in `experiments/configs/`): Hawk with `ntp`, `ul2`, `fixed_ratio`,
 `birdie_causal` and `birdie`; a Transformer with `ntp` and `birdie`. For each arm, in order:
@@ -14,6 +14,10 @@ at its next step with a checkpoint, and no new stage starts (a stage starts only
 so far still fits). Run the same command again until it prints that every arm is done; it then
 writes `--results` (tables, plots in `results/` beside it, the verdict, the commands and devices).
 `--tiny` runs the CPU smoke scale of every config.
+
+`--parallel=N` runs up to N arms at once, each in its own process (`<workdir>/<arm>.log` holds its
+output) with a 1/N share of the accelerator's memory: the arms are small, so one GPU runs several at
+once in little more time than one. The results are the same as one at a time.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import datetime
 import importlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -73,6 +79,14 @@ def _latest_step(folder: str, config: ml_collections.ConfigDict) -> int:
     checkpointer.close()
 
 
+def _arm_complete(workdir: str, arm: str, arg: str | None) -> bool:
+  """Whether `arm`'s zero-shot and fine-tuned evaluations are both written."""
+  step = arm_config(arm, arg).train.steps
+  folder = os.path.join(workdir, arm)
+  return all(os.path.exists(os.path.join(folder, *stage, "eval", f"{step}.json"))
+             for stage in ((), (FINETUNE_DIR,)))
+
+
 def _final_val_loss(folder: str) -> float:
   with open(os.path.join(folder, "metrics.jsonl"), encoding="utf-8") as f:
     rows = [json.loads(line) for line in f if line.strip()]
@@ -114,8 +128,7 @@ class Reproduction:
     folder = os.path.join(self.workdir, arm)
     step = config.train.steps
     zero_path = os.path.join(folder, "eval", f"{step}.json")
-    tuned_path = os.path.join(folder, FINETUNE_DIR, "eval", f"{step}.json")
-    if os.path.exists(zero_path) and os.path.exists(tuned_path):
+    if _arm_complete(self.workdir, arm, self.arg):
       return True
     if not self._stage_fits():
       return False
@@ -147,32 +160,84 @@ class Reproduction:
     return self.pretrain(arm, config) and self.evaluate(arm, config)
 
 
+def _record_invocation(workdir: str, date: str, command: str) -> None:
+  with open(os.path.join(workdir, "invocations.jsonl"), "a", encoding="utf-8") as f:
+    f.write(json.dumps({"date": date, "device": jax.devices()[0].device_kind,
+                        "jax": jax.__version__, "command": command}) + "\n")
+
+
+def _run_in_processes(workdir: str, arms: tuple[str, ...], arg: str | None, budget_s: float,
+                      parallel: int) -> None:
+  """Runs each arm's `reproduce` in a child process, at most `parallel` at a time, within
+  `budget_s` in all; a SIGTERM or Ctrl-C here reaches the children, which checkpoint and stop."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ)
+  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
+  start = time.perf_counter()
+  waiting, running = list(arms), {}
+  previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    while waiting or running:
+      while waiting and len(running) < parallel:
+        arm = waiting.pop(0)
+        left = budget_s - (time.perf_counter() - start)
+        command = [sys.executable, "-m", "experiments.reproduce_paper",
+                   f"--workdir={os.path.abspath(workdir)}",
+                   f"--arms={arm}", f"--budget_s={max(left, 0.0):.0f}", "--results=",
+                   "--parallel=1"] + (["--tiny"] if arg else [])
+        with open(os.path.join(workdir, f"{arm}.log"), "a", encoding="utf-8") as log:
+          running[arm] = subprocess.Popen(command, cwd=root, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT)
+        log_progress(f"== {arm}: started in process {running[arm].pid} "
+                     f"(output in {workdir}/{arm}.log)")
+      time.sleep(0.5)
+      for arm, process in list(running.items()):
+        if process.poll() is not None:
+          del running[arm]
+          log_progress(f"== {arm}: process ended with exit code {process.returncode}")
+  except KeyboardInterrupt:
+    for process in running.values():
+      process.terminate()
+    for process in running.values():
+      process.wait()
+    raise
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def reproduce(workdir: str, *, arms: tuple[str, ...] = ARMS, arg: str | None = None,
-              budget_s: float = 480.0, results_path: str = "experiments/RESULTS.md") -> bool:
-  """Advances every arm within `budget_s`; writes `results_path` and returns True once all are
-  complete."""
+              budget_s: float = 480.0, results_path: str = "experiments/RESULTS.md",
+              parallel: int = 1) -> bool:
+  """Advances every arm within `budget_s` (up to `parallel` arms at once, each in its own process
+  when `parallel` > 1); once all are complete, writes `results_path` (unless empty) and returns
+  True."""
   unknown = [a for a in arms if a not in ARMS]
   if unknown:
     raise ConfigError(f"unknown arm {unknown[0]!r}; the arms are {', '.join(ARMS)}")
+  if parallel < 1:
+    raise ConfigError(f"--parallel must be at least 1, got {parallel}")
   os.makedirs(workdir, exist_ok=True)
   command = (f"python -m experiments.reproduce_paper --workdir={workdir} --arms={','.join(arms)} "
-             f"--budget_s={budget_s:g} --results={results_path}" + (" --tiny" if arg else ""))
-  with open(os.path.join(workdir, "invocations.jsonl"), "a", encoding="utf-8") as f:
-    f.write(json.dumps({
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": jax.devices()[0].device_kind, "jax": jax.__version__,
-        "command": command}) + "\n")
-  with Budget(budget_s) as budget:
-    work = Reproduction(workdir, arg, budget)
-    done = [arm for arm in arms if work.run_arm(arm)]
-    complete = len(done) == len(arms)
-  if not complete:
+             f"--budget_s={budget_s:g} --results={results_path} --parallel={parallel}"
+             + (" --tiny" if arg else ""))
+  date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  if parallel > 1:
+    _run_in_processes(workdir, arms, arg, budget_s, parallel)
+    done = [arm for arm in arms if _arm_complete(workdir, arm, arg)]
+    _record_invocation(workdir, date, command)  # only now: JAX here would take device memory
+  else:
+    _record_invocation(workdir, date, command)
+    with Budget(budget_s) as budget:
+      work = Reproduction(workdir, arg, budget)
+      done = [arm for arm in arms if work.run_arm(arm)]
+  if len(done) < len(arms):
     log_progress(f"stopping within the budget of {budget_s:.0f}s; done: "
                  f"{', '.join(done) or 'none'}; run the same command again to go on")
     return False
-  results.write_results(workdir, arms, results_path,
-                        common.finetune_settings(arg).to_dict())
-  log_progress(f"every arm is done; wrote {results_path}")
+  if results_path:
+    results.write_results(workdir, arms, results_path,
+                          common.finetune_settings(arg).to_dict())
+    log_progress(f"every arm is done; wrote {results_path}")
   return True
 
 
@@ -185,7 +250,7 @@ def main(argv: list[str]) -> None:
   try:
     reproduce(f.workdir, arms=tuple(a.strip() for a in f.arms.split(",") if a.strip()),
               arg=common.ARG_TINY if f.tiny else None, budget_s=f.budget_s,
-              results_path=f.results)
+              results_path=f.results, parallel=f.parallel)
   except ConfigError as e:
     print(f"experiments.reproduce_paper: error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -196,5 +261,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("arms", ",".join(ARMS), "comma-separated arms to run, in order")
   flags.DEFINE_float("budget_s", 480.0, "seconds of work in this invocation")
   flags.DEFINE_bool("tiny", False, "run the CPU smoke scale of every config")
-  flags.DEFINE_string("results", "experiments/RESULTS.md", "the results file to write at the end")
+  flags.DEFINE_string("results", "experiments/RESULTS.md",
+                      "the results file to write at the end ('': none)")
+  flags.DEFINE_integer("parallel", 1, "arms run at once, each in its own process")
   app.run(main)

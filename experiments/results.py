@@ -127,6 +127,12 @@ def _invocations(workdir: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def _shared_device(command: str) -> bool:
+  """Whether an invocation ran several arms at once (`--parallel` above 1)."""
+  return any(part.startswith("--parallel=") and part != "--parallel=1"
+             for part in command.split())
+
+
 def write_results(workdir: str, arms: Sequence[str], path: str,
                   finetune: dict[str, Any]) -> None:
   """Writes `path` (markdown) and its plots into `<dir of path>/results/`."""
@@ -154,7 +160,9 @@ def write_results(workdir: str, arms: Sequence[str], path: str,
             f"Evaluation: {sample.examples} examples per difficulty, context {sample.seq_len} "
             "tokens, greedy decoding with the models' recurrent state / KV cache, prompts in each "
             "arm's training layout. Validation loss is each arm's own objective mixture, so it is "
-            "comparable only between arms of the same curriculum.", "",
+            "comparable only between arms of the same curriculum."
+            + (" Times are wall-clock seconds of arms that shared the device (`--parallel`)."
+               if any(_shared_device(c["command"]) for c in calls) else ""), "",
             "## Results per task", ""]
   link_dir = "results"
   for task in sample.tasks:

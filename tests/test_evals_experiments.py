@@ -13,16 +13,19 @@ from models_helpers import fast_compile  # noqa: F401  (fixture)
 
 
 @pytest.mark.usefixtures("fast_compile")
-def test_reproduce_paper_tiny_resumes_within_budgets(tmp_path):
+def test_reproduce_paper_tiny_resumes_within_budgets(tmp_path, monkeypatch):
   workdir, path = str(tmp_path / "paper"), str(tmp_path / "RESULTS.md")
   arm = os.path.join(workdir, "hawk_ntp")
   # A 1 s budget runs out during the first arm: no evaluation starts, no results are written.
   assert not reproduce_paper.reproduce(workdir, arms=("hawk_ntp",), arg=common.ARG_TINY,
                                        budget_s=1.0, results_path=path)
   assert not os.path.exists(path) and not os.path.exists(os.path.join(arm, "eval"))
-  # The same command goes on from the checkpoints and finishes.
+  # The same command goes on from the checkpoints and finishes, here in a child process.
+  monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
   assert reproduce_paper.reproduce(workdir, arms=("hawk_ntp",), arg=common.ARG_TINY,
-                                   budget_s=600.0, results_path=path)
+                                   budget_s=600.0, results_path=path, parallel=2)
+  with open(os.path.join(workdir, "hawk_ntp.log"), encoding="utf-8") as f:
+    assert "== hawk_ntp: hawk, curriculum ntp" in f.read()  # the child's own output
   steps = reproduce_paper.arm_config("hawk_ntp", common.ARG_TINY).train.steps
   for stage in ("eval", os.path.join("finetune", "eval")):
     with open(os.path.join(arm, stage, f"{steps}.json"), encoding="utf-8") as f:
@@ -34,7 +37,9 @@ def test_reproduce_paper_tiny_resumes_within_budgets(tmp_path):
   assert "### phonebook: digit accuracy" in text and "python -m experiments.reproduce_paper" in text
   assert os.path.exists(tmp_path / "results" / "mqar-finetuned.png")
   with open(os.path.join(workdir, "invocations.jsonl"), encoding="utf-8") as f:
-    assert len(f.readlines()) == 2
+    commands = [json.loads(line)["command"] for line in f]
+  assert len(commands) == 3 and "--arms=hawk_ntp --budget_s=" in commands[1]  # child, parent
+  assert "shared the device" in text
   # Everything is done: a third call only rewrites the results.
   assert reproduce_paper.reproduce(workdir, arms=("hawk_ntp",), arg=common.ARG_TINY,
                                    budget_s=0.5, results_path=path)
