@@ -22,6 +22,7 @@ import numpy as np
 
 from birdie_jax.config import validate_config
 from birdie_jax.data.curriculum import make_mixture
+from birdie_jax.data.lookahead import Lookahead
 from birdie_jax.data.packing import padding_fraction
 from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
 from birdie_jax.data.sources import load_documents, skipped_note
@@ -106,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_docs, tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
       seed=config.seed, process_index=pi, process_count=pc, make_example=mixture,
       gap=config.data.gap, num_workers=config.data.num_workers)
-  data_iter = iter(dataset)
+  data_iter = Lookahead(iter(dataset))
   val_batches = [_to_global(b, mesh, rules) for b in make_validation_batches(
       val_docs[pi::pc], tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
       num_batches=config.train.eval_batches, seed=config.seed, make_example=mixture,
@@ -151,6 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         step += 1
         host_batch = next(data_iter)
         state, metrics = train_step(state, _to_global(host_batch, mesh, rules))
+        if step < total:
+          data_iter.prefetch()  # the next batch is built while the device runs this step
         skipped = bool(jax.device_get(metrics["nonfinite_skipped"]))
         roll_back = guard.observe(skipped)
         if skipped:
@@ -209,9 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     checkpointer.close()
     writer.close()
-    data_iter_close = getattr(data_iter, "close", None)
-    if data_iter_close is not None:
-      data_iter_close()
+    data_iter.close()
   if reached > start:
     log_progress(f"trained steps {start + 1}-{reached} in {time.perf_counter() - run_start:.1f}s; "
                  f"checkpoints in {workdir}/checkpoints")
