@@ -83,3 +83,16 @@ def test_results_verdict_comes_from_the_numbers(tmp_path, birdie, verdict):
   assert verdict in text
   assert f"| hawk_birdie | 0.100 | {birdie:.3f} | {birdie:.3f} |" in text
   assert "on NVIDIA H100" in text and "2026-11-25T00:00:00+00:00" in text
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_phonebook_probe_trains_a_fresh_model_and_writes_its_report(tmp_path):
+  from experiments import phonebook_probe  # pylint: disable=g-import-not-at-top
+  report = phonebook_probe.probe(str(tmp_path), width=32, depth=1, seq_len=256, steps=3,
+                                 batch_size=8, examples=8)
+  assert set(report.tasks) == {"phonebook"} and report.step == 3
+  assert 0.0 <= report.tasks["phonebook"].overall["digit_accuracy"] <= 1.0
+  with open(tmp_path / "losses.json", encoding="utf-8") as f:
+    losses = json.load(f)
+  assert [s for s, _ in losses] == [1, 3] and losses[0][1] > 0
+  assert (tmp_path / "eval" / "3.json").exists()
