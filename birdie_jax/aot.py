@@ -30,6 +30,7 @@ from absl import app, flags
 from jax.experimental import topologies
 from ml_collections import config_flags
 
+from birdie_jax import cli
 from birdie_jax.config import validate_config
 from birdie_jax.data.packing import FEATURES
 from birdie_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
@@ -216,8 +217,7 @@ def main(argv: list[str]) -> None:
   try:
     report = compile_train_step(f.config, f.topology)
   except ConfigError as e:
-    print(f"birdie_jax.aot: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("birdie_jax.aot", e)
   print(format_report(report, f.assumed_mfu), flush=True)
   if f.json:
     row = {"config": config_flags.get_config_filename(f["config"]),

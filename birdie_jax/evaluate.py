@@ -11,12 +11,12 @@ config's `eval` keys of the same names.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
+from birdie_jax import cli
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator, settings_of
@@ -55,38 +55,17 @@ def define_flags() -> None:
   flags.DEFINE_integer("seq_len", 0, "context the examples fill (default: eval.seq_len)")
 
 
-_CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError)
-
-
-def _fail(message: str) -> None:
-  print(f"birdie_jax.evaluate: error: {' '.join(message.split())}", file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing where a bad flag, config file or override ends in one line."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
-  except _CONFIG_ERRORS as e:
-    _fail(f"bad --config or override ({type(e).__name__}): {e}")
-  return []
+_PROGRAM = "birdie_jax.evaluate"
 
 
 def main(argv: list[str]) -> None:
   """Prints the markdown report; a user error ends in one line on stderr, exit status 2."""
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {argv[1:]}")
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   if not f["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) only on request
-  try:
-    given = f.config
-    if given is not None:
-      given.keys()  # a config file that failed to load raises its error here
-  except _CONFIG_ERRORS as e:
-    _fail(f"bad --config ({type(e).__name__}): {e}")
+  given = cli.config_flag(_PROGRAM)
   try:
     config = load_config(f.workdir) if given is None else given
     settings = with_overrides(settings_of(config), tasks=f.tasks, examples=f.examples,
@@ -94,10 +73,10 @@ def main(argv: list[str]) -> None:
     validate_settings(settings)  # before the checkpoint is read
     report = evaluate_run(f.workdir, config=config, settings=settings)
   except ConfigError as e:
-    _fail(str(e))
+    cli.fail(_PROGRAM, e)
   print(report.markdown(), end="")
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))

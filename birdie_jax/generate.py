@@ -10,11 +10,11 @@ prediction trains).
 """
 from __future__ import annotations
 
-import sys
 
 import jax
 from absl import app, flags, logging
 
+from birdie_jax import cli
 from birdie_jax.data import special_tokens
 from birdie_jax.errors import ConfigError
 from birdie_jax.models.decoding import LAYOUTS, generate, prompt_batch
@@ -60,8 +60,7 @@ def main(argv: list[str]) -> None:
     print(generate_text(f.workdir, f.prompt, max_new_tokens=f.max_new_tokens,
                         temperature=f.temperature, top_k=f.top_k, layout=f.layout, seed=f.seed))
   except ConfigError as e:
-    print(f"birdie_jax.generate: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("birdie_jax.generate", e)
 
 
 if __name__ == "__main__":
