@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, flags, logging
 import ml_collections
 import numpy as np
 
+from birdie_jax import cli
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.finetune import finetune
 from birdie_jax.evals.report import Report
@@ -60,8 +60,7 @@ def main(argv: list[str]) -> None:
                           settings=common.eval_settings_for(arg))
     report, losses = finetune_and_evaluate(run, evaluator, common.finetune_settings(arg))
   except ConfigError as e:
-    print(f"experiments.phonebook_finetune: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("experiments.phonebook_finetune", e)
   write_finetuned(f.workdir, report, losses)
   print(report.markdown(), end="")
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, flags, logging
 
+from birdie_jax import cli
 from birdie_jax.config import default_config
 from birdie_jax.data.tokenizer import build_tokenizer
 from birdie_jax.errors import ConfigError
@@ -71,8 +71,7 @@ def main(argv: list[str]) -> None:
     report = probe(f.workdir, family=f.family, width=f.width, depth=f.depth, seq_len=f.seq_len,
                    numbers=f.numbers, steps=f.steps, learning_rate=f.learning_rate)
   except ConfigError as e:
-    print(f"experiments.phonebook_probe: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("experiments.phonebook_probe", e)
   print(report.markdown(), end="")
 
 

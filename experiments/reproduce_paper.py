@@ -34,6 +34,7 @@ from absl import app, flags, logging
 import jax
 import ml_collections
 
+from birdie_jax import cli
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.models import param_count
@@ -252,8 +253,7 @@ def main(argv: list[str]) -> None:
               arg=common.ARG_TINY if f.tiny else None, budget_s=f.budget_s,
               results_path=f.results, parallel=f.parallel)
   except ConfigError as e:
-    print(f"experiments.reproduce_paper: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("experiments.reproduce_paper", e)
 
 
 if __name__ == "__main__":
