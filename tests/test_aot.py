@@ -77,3 +77,13 @@ def test_a_step_that_does_not_fit_reports_xla_s_message(tmp_path):
   assert "HBM per device  DOES NOT FIT: Ran out of memory" in result.stdout
   row = json.loads(out.read_text(encoding="utf-8"))
   assert "exceeds" in row["out_of_memory"] and row["hbm_bytes"] == 0
+
+
+@needs_libtpu
+def test_a_sequence_axis_wider_than_a_host_fails_in_one_line():
+  # v5e:4x4 is 4 hosts of 4 chips: a sequence split 8 ways would put each row on two hosts.
+  result = _aot("--config=configs/sweep.py:hawk-tiny-ntp", "--topology=v5e:4x4",
+                "--config.train.batch_size=16", "--config.mesh.shape.sequence=8")
+  assert result.returncode == 2
+  assert ("must split the 4 processes' devices, with sequence and tensor within a process "
+          "(4 devices each)") in result.stderr, result.stderr[-2000:]

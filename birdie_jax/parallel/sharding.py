@@ -159,7 +159,8 @@ def check_batch_layout(mesh: Mesh, rules: Rules, batch_size: int, seq_len: int) 
     rows = index[0].indices(batch_size)[:2]
     owners.setdefault(rows, set()).add(device.process_index)
   if any(len(processes) > 1 for processes in owners.values()):
+    hosts = len({device.process_index for device in mesh.devices.flat})
     raise ConfigError(
         f"mesh.shape {dict(mesh.shape)} puts batch rows on the devices of several processes: the "
-        f"batch axes (data x fsdp) must split the {jax.process_count()} processes' devices, "
-        "with sequence and tensor within a process")
+        f"batch axes (data x fsdp) must split the {hosts} processes' devices, with sequence and "
+        f"tensor within a process ({mesh.devices.size // hosts} devices each)")
