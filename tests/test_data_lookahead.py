@@ -20,7 +20,7 @@ def _dataset():
   return grain.MapDataset.range(50).shuffle(seed=3).repeat().to_iter_dataset()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(_OPS)
 def test_lookahead_matches_the_plain_iterator(ops):
   plain, ahead = iter(_dataset()), Lookahead(iter(_dataset()))
