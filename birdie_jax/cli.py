@@ -7,6 +7,7 @@ import sys
 from typing import NoReturn
 
 from absl import flags
+from absl import logging
 import ml_collections
 
 # What loading a config file or applying a `--config.key=value` override raises when it is wrong.
@@ -57,3 +58,9 @@ def config_flag(program: str, name: str = "config") -> ml_collections.ConfigDict
   except CONFIG_ERRORS as e:
     fail(program, f"bad --{name} ({type(e).__name__}): {one_line(e)}")
   return config
+
+
+def quiet_logging() -> None:
+  """Library INFO chatter (Orbax, Grain) at WARNING unless `--verbosity` was given."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

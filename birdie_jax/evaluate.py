@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
 
@@ -63,8 +63,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) only on request
+  cli.quiet_logging()
   given = cli.config_flag(_PROGRAM)
   try:
     config = load_config(f.workdir) if given is None else given

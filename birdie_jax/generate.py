@@ -12,7 +12,7 @@ from __future__ import annotations
 
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 
 from birdie_jax import cli
 from birdie_jax.data import special_tokens
@@ -54,8 +54,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) only on request
+  cli.quiet_logging()
   try:
     print(generate_text(f.workdir, f.prompt, max_new_tokens=f.max_new_tokens,
                         temperature=f.temperature, top_k=f.top_k, layout=f.layout, seed=f.seed))

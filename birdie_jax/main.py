@@ -11,7 +11,7 @@ how they meet, and Cloud TPU pod slices, SLURM and Open MPI need none of them
 from __future__ import annotations
 
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from birdie_jax import cli
@@ -41,8 +41,7 @@ def main(argv: list[str]) -> None:
   config = cli.config_flag(_PROGRAM)
   if config is None:
     cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/base.py")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO chatter (Orbax) only on request
+  cli.quiet_logging()
   from birdie_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   try:
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 import ml_collections
 import numpy as np
 
@@ -51,8 +51,7 @@ def main(argv: list[str]) -> None:
   """Fine-tunes, evaluates, prints the markdown table; user errors end in one line, exit 2."""
   del argv
   f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging()
   arg = common.ARG_TINY if f.tiny else None
   try:
     run = load_run(f.workdir)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from birdie_jax import cli
 from birdie_jax.config import default_config
@@ -64,8 +64,7 @@ def main(argv: list[str]) -> None:
   """Runs `probe` with the flags and prints the table; user errors end in one line, exit 2."""
   del argv
   f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging()
   os.makedirs(f.workdir, exist_ok=True)
   try:
     report = probe(f.workdir, family=f.family, width=f.width, depth=f.depth, seq_len=f.seq_len,

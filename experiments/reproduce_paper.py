@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 import jax
 import ml_collections
 
@@ -246,8 +246,7 @@ def main(argv: list[str]) -> None:
   """Runs `reproduce` with the flags; user errors end in one line, exit 2."""
   del argv
   f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging()
   try:
     reproduce(f.workdir, arms=tuple(a.strip() for a in f.arms.split(",") if a.strip()),
               arg=common.ARG_TINY if f.tiny else None, budget_s=f.budget_s,
