@@ -36,6 +36,11 @@ def probe(workdir: str, *, family: str = "transformer", width: int = 128, depth:
           batch_size: int = 16, examples: int = 32, seed: int = 0) -> Report:
   """Trains a fresh model on the phonebook alone and returns its phonebook report (also written
   under `workdir`)."""
+  sizes = dict(width=width, depth=depth, seq_len=seq_len, numbers=numbers, steps=steps,
+               batch_size=batch_size, examples=examples)
+  for name, value in sizes.items():
+    if value < 1:
+      raise ConfigError(f"--{name} must be at least 1, got {value}")
   config = default_config()
   config.seed = seed
   config.curriculum = "ntp"

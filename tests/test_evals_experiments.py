@@ -96,3 +96,10 @@ def test_phonebook_probe_trains_a_fresh_model_and_writes_its_report(tmp_path):
     losses = json.load(f)
   assert [s for s, _ in losses] == [1, 3] and losses[0][1] > 0
   assert (tmp_path / "eval" / "3.json").exists()
+
+
+def test_phonebook_probe_rejects_a_step_count_below_one(tmp_path):
+  from experiments import phonebook_probe  # pylint: disable=g-import-not-at-top
+  from birdie_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match="--steps must be at least 1, got 0"):
+    phonebook_probe.probe(str(tmp_path), steps=0)
