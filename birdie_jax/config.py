@@ -37,6 +37,7 @@ DEFAULT_AXIS_RULES = (
     ("head_dim", None),            # per-head width
     ("vocab", "tensor"),           # vocabulary
     ("conv", None),                # temporal convolution taps
+    ("layers", None),              # the stacked blocks' leading axis (model.scan_layers)
 )
 
 
@@ -66,6 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"                  # compute dtype: float32 or bfloat16 (params stay float32)
   c.model.scan_impl = "auto"                 # linear_scan implementation: auto, associative, linear, chunked, pallas
   c.model.remat = "none"                     # backward recompute: none | full (per block) | dots (keeps matmul outputs)
+  c.model.scan_layers = True                 # stack the blocks' repeating pattern and run it as one scan (fast compile)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"                 # embedded | path, dir or glob of .txt/.jsonl | tfds:name

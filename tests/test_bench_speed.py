@@ -31,13 +31,14 @@ def test_scan_bench(tmp_path):
 
 def test_train_bench(tmp_path):
   results = tmp_path / "results.jsonl"
-  train.main(["--models", "hawk:tiny,transformer:tiny", "--modes", "causal,bidirectional",
-              "--scan_impls", "pallas", "--batch", "2", "--seq_len", "32", "--vocab", "64",
-              "--steps", "1", "--peak_tflops", "1", "--results", str(results)])
+  train.main(["--models", "hawk:tiny,transformer:tiny", "--modes", "bidirectional",
+              "--layers", "loop,scan", "--scan_impls", "pallas", "--batch", "2", "--seq_len", "32",
+              "--vocab", "64", "--steps", "1", "--peak_tflops", "1", "--results", str(results)])
   records = _records(results, "train")
-  assert [(r["model"], r["scan"]) for r in records] == [
-      ("hawk:tiny", "pallas"), ("hawk:tiny:bidir", "pallas"),
-      ("transformer:tiny", "-"), ("transformer:tiny:bidir", "-")]
+  assert [(r["model"], r["scan"], r["layers"]) for r in records] == [
+      ("hawk:tiny:bidir", "pallas", "loop"), ("hawk:tiny:bidir", "pallas", "scan"),
+      ("transformer:tiny:bidir", "-", "loop"), ("transformer:tiny:bidir", "-", "scan")]
+  assert records[0]["params_m"] == records[1]["params_m"]
   for r in records:
     assert r["tokens_per_s"] > 0 and r["compile_s"] > 0 and r["params_m"] > 0
     assert r["mfu"] == pytest.approx(6 * r["params_m"] * 1e6 * r["tokens_per_s"] / 1e12)

@@ -7,6 +7,7 @@ from jax.sharding import AbstractMesh, AxisType
 from birdie_jax.aot import planned_vocab_size
 from birdie_jax.config import CURRICULA, FAMILIES, validate_config
 from birdie_jax.models import param_count
+from birdie_jax.models.layer_stack import layer_ndim
 from birdie_jax.models.presets import PRESET_NAMES
 from birdie_jax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 from birdie_jax.train.state import make_train_setup
@@ -79,6 +80,12 @@ _BUILT = sorted({f"{f}-1.4b-birdie" for f in FAMILIES}
                 | {f"hawk-{s}-ntp" for s in PRESET_NAMES if s != "1.4b"})
 
 
+def _layer_size(path, value) -> int:
+  """Elements of one layer's copy of a parameter (stacked ones hold every layer's)."""
+  stacked = layer_ndim(path, value) < value.ndim
+  return value.size // value.shape[0] if stacked else value.size
+
+
 @pytest.mark.parametrize("name", _BUILT)
 def test_abstract_model_matches_formula_and_shards(name):
   config = sweep.get_config(name)
@@ -87,9 +94,10 @@ def test_abstract_model_matches_formula_and_shards(name):
   assert setup.num_params == param_count(config.model, vocab)
   if config.model.preset == "tiny":
     return
-  # ZeRO-3 style: every large parameter is split over the fsdp shards.
+  # ZeRO-3 style: every large parameter (per layer, for stacked blocks) is split over the fsdp
+  # shards.
   params = jax.tree_util.tree_flatten_with_path(setup.abstract_state.params)[0]
   shardings = jax.tree.leaves(setup.state_shardings.params)
   replicated = [jax.tree_util.keystr(path) for (path, value), sharding in zip(params, shardings)
-                if value.size >= 2**20 and "fsdp" not in _mesh_axes(sharding.spec)]
+                if _layer_size(path, value) >= 2**20 and "fsdp" not in _mesh_axes(sharding.spec)]
   assert not replicated, replicated

@@ -33,7 +33,10 @@ def _logits(family: str, bidirectional: bool) -> np.ndarray:
   forward = jax.jit(lambda s, b: nnx.merge(graphdef, s)(
       b["inputs"], segment_ids=b["segment_ids"], positions=b["positions"],
       prefix_mask=b["prefix_mask"]))
-  return np.asarray(forward(state, batch))
+  # One row per call, so every row meets the same matmul tiling: CPU kernels may round a row
+  # differently by its place in a larger batch, which is not information flow.
+  return np.concatenate([forward(state, {k: v[i:i + 1] for k, v in batch.items()})
+                         for i in range(len(edits))])
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:

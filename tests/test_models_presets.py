@@ -87,15 +87,15 @@ def test_block_pattern_and_bidirectional_share():
   cfg = default_config().model
   cfg.update(family="griffin", depth=6, bidirectional=True)
   model = nnx.eval_shape(lambda: build_model(cfg, 64, rngs=_FixedKeyRngs()))
-  kinds = [type(b.mixer).__name__ for b in model.blocks]
+  kinds = [type(b.mixer).__name__ for b in model.blocks.layers()]
   assert kinds == ["RecurrentMixer", "RecurrentMixer", "Attention"] * 2
   # Recurrent blocks 0, 2 of 0..3 (block indices 0 and 3) split their channels.
-  recurrent = [b.mixer.lru.bidirectional for b in model.blocks if hasattr(b.mixer, "lru")]
+  recurrent = [b.mixer.lru.bidirectional for b in model.blocks.layers() if hasattr(b.mixer, "lru")]
   assert recurrent == [True, False, True, False]
-  assert all(b.mixer.prefix_lm for b in model.blocks if type(b.mixer).__name__ == "Attention")
+  assert all(b.mixer.prefix_lm for b in model.blocks.layers() if type(b.mixer).__name__ == "Attention")
   cfg.update(family="hawk", depth=4, bidirectional_every=1)
   model = nnx.eval_shape(lambda: build_model(cfg, 64, rngs=_FixedKeyRngs()))
-  assert all(b.mixer.lru.bidirectional for b in model.blocks)
+  assert all(b.mixer.lru.bidirectional for b in model.blocks.layers())
 
 
 def test_attention_impl_auto_leaves_cpu_to_jax():

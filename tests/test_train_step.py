@@ -84,3 +84,8 @@ def test_weight_decay_skips_norms_biases_and_recurrence_gates():
   assert not block["mixer"]["proj"]["bias"] and not block["mixer_norm"]["scale"]
   assert not block["mixer"]["lru"]["a_gate"]["w"] and not block["mixer"]["lru"]["a_param"]
   assert not block["mixer"]["forget_gate"]["kernel"]
+  # Stacked blocks (model.scan_layers) carry a leading layers axis that does not count.
+  stacked = {"blocks": {"stacked": {"0": {"proj": {"kernel": np.zeros((3, 4, 8)),
+                                                   "bias": np.zeros((3, 8))}}}}}
+  mask = weight_decay_mask(stacked)["blocks"]["stacked"]["0"]["proj"]
+  assert mask["kernel"] and not mask["bias"]

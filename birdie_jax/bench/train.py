@@ -27,12 +27,14 @@ from birdie_jax.train.step import make_train_step
 
 # The Hawk shape RecurrentGemma was measured at (issue 7); other names are model.preset values.
 RG_HAWK = dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=3.0)
+_LAYERS = {True: "scan", False: "loop"}  # model.scan_layers as the bench names it
 _PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, datasheet
-_COLUMNS = ("model", "scan", "remat", "tokens_per_s", "mfu", "step_ms", "params_m", "mem_gb",
-            "compile_s")
+_COLUMNS = ("model", "scan", "layers", "remat", "tokens_per_s", "mfu", "step_ms", "params_m",
+            "mem_gb", "compile_s")
 
 
-def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str):
+def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
+                 scan_layers: bool = True):
   """The config for `family:preset` (preset `rg`: the RecurrentGemma Hawk shape)."""
   family, preset = spec.split(":")
   config = default_config()
@@ -45,6 +47,7 @@ def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str):
   config.model.dtype = "bfloat16"
   config.model.scan_impl = scan_impl
   config.model.remat = remat
+  config.model.scan_layers = scan_layers
   return config
 
 
@@ -93,10 +96,11 @@ def _result(name: str, scan: str, seconds: float, tokens: int, num_params: int, 
           "mfu": 6 * num_params * rate / (peak_tflops * 1e12) if peak_tflops else None}
 
 
-def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
+def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str, scan_layers: bool,
             args) -> dict[str, Any]:
   """One model: compile the real train step, time `args.steps` steps."""
-  config = model_config(spec, bidirectional=bidirectional, scan_impl=scan_impl, remat=remat)
+  config = model_config(spec, bidirectional=bidirectional, scan_impl=scan_impl, remat=remat,
+                        scan_layers=scan_layers)
   config.train.batch_size, config.train.seq_len = args.batch, args.seq_len
   mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   start = time.perf_counter()
@@ -120,7 +124,7 @@ def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
   name = f"{spec}{':bidir' if bidirectional else ''}"
   return {**_result(name, scan_impl, seconds, args.batch * args.seq_len, setup.num_params,
                    compile_s, _memory_gb(compiled), args.peak_tflops), "remat": remat,
-          "setup_s": setup_s, "init_s": init_s}
+          "layers": _LAYERS[scan_layers], "setup_s": setup_s, "init_s": init_s}
 
 
 def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
@@ -180,11 +184,15 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
   parser.add_argument("--remat", default="none",
                       help="model.remat values to compare: none, full and/or dots (comma list)")
+  parser.add_argument("--layers", default="scan",
+                      help="model.scan_layers to compare: scan (one scanned block group) and/or "
+                           "loop (every block compiled on its own)")
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="dense bf16 peak for MFU (default: by card name; none on CPU)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
   args.remat = args.remat.split(",")
+  layers = [{v: k for k, v in _LAYERS.items()}[name] for name in args.layers.split(",")]
   card = harness.device_info()["card"]
   args.peak_tflops = args.peak_tflops or next(
       (v for k, v in _PEAK_TFLOPS.items() if k in card), None)
@@ -204,8 +212,10 @@ def main(argv: list[str]) -> None:
     for mode in args.modes.split(","):
       for impl in impls:
         for remat in args.remat:
-          row = measure(spec, bidirectional=mode == "bidirectional",
-                        scan_impl="auto" if impl == "-" else impl, remat=remat, args=args)
-          add({**row, "scan": impl})
+          for scan_layers in layers:
+            row = measure(spec, bidirectional=mode == "bidirectional",
+                          scan_impl="auto" if impl == "-" else impl, remat=remat,
+                          scan_layers=scan_layers, args=args)
+            add({**row, "scan": impl})
   print()
   harness.print_table(rows, _COLUMNS)

@@ -14,6 +14,7 @@ import ml_collections
 from flax import nnx
 
 from birdie_jax.models.blocks import Segments, StepInfo
+from birdie_jax.models.layer_stack import BlockStack
 from birdie_jax.models.layers import Embedder, RMSNorm, as_dtype
 
 Cache = dict[str, Any]
@@ -41,24 +42,21 @@ class LanguageModel(nnx.Module):
 
   Each family defines `make_blocks(self, cfg, rngs) -> list[ResidualBlock]` (its blocks, first to
   last) and the static `param_count(cfg, vocab_size) -> int` (its analytic parameter count).
+  `cfg.scan_layers` stacks the repeats of the blocks' pattern and runs them with one scan
+  (`layer_stack`); `cfg.remat` picks what each block keeps for the backward pass.
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
     self.embed = Embedder(vocab_size, cfg.width, rngs=rngs, dtype=as_dtype(cfg.dtype))
-    self.blocks = nnx.List(self.make_blocks(cfg, rngs))
+    self.blocks = BlockStack(self.make_blocks(cfg, rngs), scan=cfg.scan_layers,
+                             remat=REMAT_POLICIES.get(cfg.remat))
     self.final_norm = RMSNorm(cfg.width)
-    self.remat = cfg.remat
 
   def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
                prefix_mask: jax.Array) -> jax.Array:
     """(B, L) ids with their segment ids, per-segment positions and prefix mask -> logits."""
     seg = Segments(segment_ids, positions, prefix_mask)
-    x = self.embed.encode(inputs)
-    for block in self.blocks:
-      if self.remat != "none":
-        x = nnx.remat(lambda b, x, s: b(x, s)[0], policy=REMAT_POLICIES[self.remat])(block, x, seg)
-      else:
-        x, _ = block(x, seg)
+    x, _ = self.blocks(self.embed.encode(inputs), seg)
     return self.embed.decode(self.final_norm(x))
 
   def prefill(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
@@ -70,11 +68,7 @@ class LanguageModel(nnx.Module):
     never prefix. `cache_len` bounds prompt plus generated tokens (global attention's KV cache).
     """
     seg = Segments(segment_ids, positions, prefix_mask)
-    x = self.embed.encode(inputs)
-    caches = []
-    for block in self.blocks:
-      x, cache = block(x, seg, cache_len=cache_len)
-      caches.append(cache)
+    x, caches = self.blocks(self.embed.encode(inputs), seg, cache_len=cache_len)
     cache = {"index": jnp.asarray(inputs.shape[1], jnp.int32),
              "positions": positions[:, -1].astype(jnp.int32) + 1, "blocks": caches}
     return self.embed.decode(self.final_norm(x)), cache
@@ -82,11 +76,7 @@ class LanguageModel(nnx.Module):
   def step(self, tokens: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
     """One new token per row (B,) -> its logits (B, V) and the advanced cache."""
     info = StepInfo(cache["positions"][:, None], cache["index"])
-    x = self.embed.encode(tokens[:, None])
-    caches = []
-    for block, block_cache in zip(self.blocks, cache["blocks"]):
-      x, block_cache = block.step(x, block_cache, info)
-      caches.append(block_cache)
+    x, caches = self.blocks.step(self.embed.encode(tokens[:, None]), cache["blocks"], info)
     logits = self.embed.decode(self.final_norm(x))[:, 0]
     return logits, {"index": cache["index"] + 1, "positions": cache["positions"] + 1,
                     "blocks": caches}

@@ -20,7 +20,7 @@ Rules = Sequence[tuple[str, str | Sequence[str] | None]]
 
 # Logical names used by the models. Every name must appear in the config's rules table.
 LOGICAL_AXES = ("batch", "length", "embed", "act_embed", "mlp", "lru", "heads", "kv_heads",
-                "head_dim", "vocab", "conv")
+                "head_dim", "vocab", "conv", "layers")
 
 _state = threading.local()
 

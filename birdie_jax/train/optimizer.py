@@ -6,6 +6,8 @@ import jax
 import ml_collections
 import optax
 
+from birdie_jax.models.layer_stack import layer_ndim
+
 
 def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up from 0 to `learning_rate`, then cosine to `learning_rate * end_lr_ratio`."""
@@ -24,7 +26,7 @@ def weight_decay_mask(params) -> object:
 
   def decays(path, leaf) -> bool:
     names = {str(getattr(k, "key", k)) for k in path}
-    return leaf.ndim >= 2 and not names & _NO_DECAY_MODULES
+    return layer_ndim(path, leaf) >= 2 and not names & _NO_DECAY_MODULES
 
   return jax.tree_util.tree_map_with_path(decays, params)
 
