@@ -9,7 +9,6 @@ import numpy as np
 from birdie_jax.errors import ConfigError
 
 SPLITS = ("train", "validation")
-MAX_DOCUMENT_CHARS = 1_000_000  # longer documents are cut into parts (at newlines) when read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,18 +16,18 @@ class SourceStats:
   """What reading a source kept and skipped (skipped documents never reach training)."""
 
   documents: int = 0  # documents in the whole source (both splits), after skipping
-  empty: int = 0  # empty or whitespace-only documents skipped
+  empty: int = 0  # empty or whitespace-only text files skipped
   undecodable: int = 0  # files or JSONL lines skipped because they are not UTF-8
-  malformed: int = 0  # JSONL lines skipped: not JSON, or without a string text field
+  malformed: int = 0  # JSONL lines skipped because they are not a JSON object '{...}'
   unreadable: int = 0  # files skipped because they could not be read or decompressed
-  cut: int = 0  # documents of this split longer than MAX_DOCUMENT_CHARS, cut into parts
 
 
 class Documents(Sequence[str]):
   """The documents `base[indices[i]]`, with the statistics of reading their source.
 
-  `base` may be a list or a lazily read sequence (array_record), so the texts are only fetched when
-  indexed; the object pickles into Grain worker processes.
+  `base` may be a list or a lazily read sequence (TFDS array_record, the user's indexed files), so
+  the texts are only fetched when indexed, and may then be '' (the packer skips those); the object
+  pickles into Grain worker processes.
   """
 
   def __init__(self, base: Sequence[str], indices: np.ndarray, stats: SourceStats):
@@ -57,19 +56,6 @@ def newline_chunks(text: str, size: int) -> list[str]:
     chunks.append(text[start:end])
     start = end
   return chunks
-
-
-def cut_long_documents(texts: Sequence[str],
-                       max_chars: int = MAX_DOCUMENT_CHARS) -> tuple[list[str], int]:
-  """`texts` with each one longer than `max_chars` cut into parts; and how many were cut."""
-  out, cut = [], 0
-  for text in texts:
-    if len(text) > max_chars:
-      out.extend(newline_chunks(text, max_chars))
-      cut += 1
-    else:
-      out.append(text)
-  return out, cut
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -2,24 +2,31 @@
 
 A source is a file, a directory (every file under it) or a glob. `.gz`, `.xz` and `.bz2` files are
 decompressed; `.jsonl` / `.jsonl.gz` (...) files hold one JSON object per line with a text field.
-Empty documents, non-UTF-8 files or lines and unparsable lines are skipped and counted.
+Nothing is held in memory: `file_index` finds where the documents are (cached on disk) and
+`FileTexts` reads each one when it is indexed. What indexing leaves out is counted in the stats;
+a JSONL line without a non-empty string text field is only found out when read, and reads as ''.
 """
 from __future__ import annotations
 
-import bz2
-from collections.abc import Iterator
+from collections.abc import Sequence
 import glob
-import gzip
 import json
-import lzma
 import os
 import pathlib
 
+import numpy as np
+
 from birdie_jax.data.documents import SourceStats
+from birdie_jax.data.file_index import FileIndex
+from birdie_jax.data.file_index import index_files
 from birdie_jax.errors import ConfigError
 
-_DECOMPRESS = {".gz": gzip.decompress, ".xz": lzma.decompress, ".bz2": bz2.decompress}
-_DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError)
+
+def default_cache_dir() -> pathlib.Path:
+  """Where file indexes and decompressed copies are cached: `$BIRDIE_JAX_CACHE_DIR/data_index`,
+  else `~/.cache/birdie_jax/data_index`."""
+  root = os.environ.get("BIRDIE_JAX_CACHE_DIR") or "~/.cache/birdie_jax"
+  return pathlib.Path(root).expanduser() / "data_index"
 
 
 def expand_paths(source: str) -> list[pathlib.Path]:
@@ -42,54 +49,65 @@ def expand_paths(source: str) -> list[pathlib.Path]:
   raise ConfigError(f"data path {source} does not exist")
 
 
-def _is_jsonl(path: pathlib.Path) -> bool:
-  suffixes = path.suffixes[-2:] if path.suffix in _DECOMPRESS else path.suffixes[-1:]
-  return bool(suffixes) and suffixes[0] == ".jsonl"
+def _text(data: bytes) -> str:
+  """`data` as text, or '' if it is not UTF-8 or is blank."""
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError:
+    return ""
+  return "" if text.isspace() else text
 
 
-def _jsonl_texts(data: bytes, text_field: str, counts: dict[str, int]) -> Iterator[str]:
-  """The text field of every JSONL line that has one; bad lines are counted."""
-  for line in data.splitlines():
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError:
-      counts["undecodable"] += 1
-      continue
-    except json.JSONDecodeError:
-      counts["malformed"] += 1
-      continue
-    text = record.get(text_field) if isinstance(record, dict) else None
-    if isinstance(text, str):
-      yield text
-    else:
-      counts["malformed"] += 1
+def _jsonl_text(data: bytes, text_field: str) -> str:
+  """The text field of a JSONL line, or '' if it is not JSON or has no non-empty string there."""
+  try:
+    record = json.loads(data.decode("utf-8"))
+  except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep or a too long number
+    return ""
+  text = record.get(text_field) if isinstance(record, dict) else None
+  return text if isinstance(text, str) and not text.isspace() else ""
 
 
-def read_files(source: str, text_field: str) -> tuple[list[str], SourceStats]:
-  """All non-empty documents of the files `source` names, in path order, with what was skipped."""
-  counts = dict(empty=0, undecodable=0, malformed=0, unreadable=0)
-  documents = []
-  for path in expand_paths(source):
-    try:
-      data = path.read_bytes()
-      if path.suffix in _DECOMPRESS:
-        data = _DECOMPRESS[path.suffix](data)
-    except _DECOMPRESS_ERRORS:
-      counts["unreadable"] += 1
-      continue
-    if _is_jsonl(path):
-      texts = list(_jsonl_texts(data, text_field, counts))
-    else:
-      try:
-        texts = [data.decode("utf-8")]
-      except UnicodeDecodeError:
-        counts["undecodable"] += 1
-        continue
-    for text in texts:
-      if text.strip():
-        documents.append(text)
-      else:
-        counts["empty"] += 1
-  return documents, SourceStats(documents=len(documents), **counts)
+class FileTexts(Sequence[str]):
+  """The documents of a `FileIndex`, each read from its file (and parsed) when indexed.
+
+  Pickles small (into Grain workers): the index is memory-mapped again where it is first read.
+  """
+
+  def __init__(self, index: FileIndex, text_field: str):
+    self._index = index
+    self._text_field = text_field
+    self._bounds: np.ndarray | None = None
+
+  def __getstate__(self) -> dict[str, object]:
+    return {**self.__dict__, "_bounds": None}
+
+  def __len__(self) -> int:
+    return self._index.stats.documents
+
+  def __getitem__(self, i: int) -> str:
+    """Document i, read now; '' if it turns out to hold no text."""
+    if not -len(self) <= i < len(self):
+      raise IndexError(f"document {i} of {len(self)}")
+    i %= len(self)
+    if self._bounds is None:
+      self._bounds = np.load(self._index.bounds_path, mmap_mode="r")
+    start, end = (int(x) for x in self._bounds[i])
+    j = self._index.file_of(i)
+    with open(self._index.files[j], "rb") as f:
+      f.seek(start)
+      data = f.read(end - start)
+    return _jsonl_text(data, self._text_field) if self._index.jsonl[j] else _text(data)
+
+
+def open_files(source: str, text_field: str, cache_dir: str | os.PathLike[str] | None = None
+               ) -> tuple[FileTexts, SourceStats]:
+  """The documents of the files `source` names, in path order, read lazily; and what was left out.
+
+  Raises:
+    ConfigError: `source` names no file, or the cache folder cannot be written.
+  """
+  folder = pathlib.Path(cache_dir or default_cache_dir()).expanduser().resolve()
+  paths = [p for p in expand_paths(source) if folder not in p.resolve().parents]  # not our cache
+  index = index_files(paths, folder)
+  return FileTexts(index, text_field), index.stats

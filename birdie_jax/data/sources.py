@@ -3,28 +3,26 @@
 Sources: 'embedded' (the Shakespeare passages shipped in the package), a path / directory / glob of
 the user's text or JSONL files, or `tfds:<name>[/<config>][:<version>]`. Validation documents are
 held out by a deterministic hash of the document index (`documents.split_indices`), unless a TFDS
-dataset has its own 'validation' split. Documents of more than `MAX_DOCUMENT_CHARS` are cut at
-newlines into parts after the split (TFDS texts are read lazily and stay whole; the tokenizer
-encodes long texts in chunks and the packer cuts them into pieces either way).
+dataset has its own 'validation' split. Files and TFDS texts are read lazily, when indexed, and
+stay whole however long (the tokenizer encodes long texts in chunks and the packer cuts them into
+pieces); a text that turns out empty reads as '', which the packer skips.
 """
 from __future__ import annotations
 
-import dataclasses
+import os
 
-from absl import logging
 import numpy as np
 
 from birdie_jax.data import embedded_corpus
 from birdie_jax.data import file_source
 from birdie_jax.data import tfds_source
-from birdie_jax.data.documents import cut_long_documents
 from birdie_jax.data.documents import Documents
-from birdie_jax.data.documents import MAX_DOCUMENT_CHARS
 from birdie_jax.data.documents import SourceStats
 from birdie_jax.data.documents import split_indices
 from birdie_jax.errors import ConfigError
 
 EMBEDDED = "embedded"
+_PROBE = 1000  # documents of a split read, evenly spread, to find one with text
 
 
 def _load_tfds(source: str, split: str, val_fraction: float, text_field: str,
@@ -56,8 +54,17 @@ def skipped_note(stats: SourceStats) -> str:
   return f"{total} document{'s' if total > 1 else ''} skipped ({parts})"
 
 
+def _check_has_text(documents: Documents, source: str, split: str, text_field: str) -> None:
+  """ConfigError unless one of up to `_PROBE` documents spread over `documents` has text."""
+  probe = range(0, len(documents), max(1, len(documents) // _PROBE))[:_PROBE]
+  if not any(documents[i] for i in probe):
+    raise ConfigError(f"data source {source}: none of {len(probe)} {split} documents read has "
+                      f"text (does data.text_field {text_field!r} name the field that holds it?)")
+
+
 def load_documents(source: str, split: str, *, val_fraction: float, text_field: str = "text",
-                   tfds_data_dir: str | None = None) -> Documents:
+                   tfds_data_dir: str | None = None,
+                   cache_dir: str | os.PathLike[str] | None = None) -> Documents:
   """The documents of `split` ('train' or 'validation') of `source`, with `.stats` of skips.
 
   Args:
@@ -66,29 +73,31 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
     val_fraction: share of documents held out for validation.
     text_field: the JSONL key or TFDS feature holding the text.
     tfds_data_dir: where prepared TFDS datasets live (default `$TFDS_DATA_DIR`).
+    cache_dir: where the index of a file source and decompressed copies of its compressed files
+      are cached (default `file_source.default_cache_dir()`: `$BIRDIE_JAX_CACHE_DIR/data_index`).
 
-  Empty, non-UTF-8 or malformed documents are skipped and counted in `.stats` (of the whole
-  source, the same for both splits; `skipped_note` words them), not logged here: the caller
-  reports them once.
+  Files that are empty, blank or not UTF-8 and JSONL lines that are not UTF-8 or not a JSON object
+  are skipped and counted in `.stats` (of the whole source, the same for both splits;
+  `skipped_note` words them), not logged here: the caller reports them once. JSONL lines without a
+  non-empty string text field read as ''.
 
   Raises:
-    ConfigError: the source does not exist, matches nothing, or has no non-empty document.
+    ConfigError: the source does not exist, matches nothing, or the split has no document with
+      text among those read to check.
   """
   if not source:
     raise ConfigError("data source is empty: use 'embedded', a path or glob, or tfds:<name>")
   if source.startswith("tfds:"):
-    return _load_tfds(source, split, val_fraction, text_field, tfds_data_dir)
-  if source == EMBEDDED:
-    texts = list(embedded_corpus.passages())
-    stats = SourceStats(documents=len(texts))
+    documents = _load_tfds(source, split, val_fraction, text_field, tfds_data_dir)
   else:
-    texts, stats = file_source.read_files(source, text_field)
-    if not texts:
-      raise ConfigError(f"data source {source} has no non-empty UTF-8 document "
-                        f"({skipped_note(stats) or 'no files read'})")
-  kept = [texts[i] for i in split_indices(len(texts), split, val_fraction)]
-  parts, cut = cut_long_documents(kept, MAX_DOCUMENT_CHARS)
-  if cut:
-    logging.warning("Data source %s: cut %d documents of over %d characters into parts", source,
-                    cut, MAX_DOCUMENT_CHARS)
-  return Documents(parts, np.arange(len(parts)), dataclasses.replace(stats, cut=cut))
+    if source == EMBEDDED:
+      texts = embedded_corpus.passages()
+      stats = SourceStats(documents=len(texts))
+    else:
+      texts, stats = file_source.open_files(source, text_field, cache_dir)
+      if not texts:
+        raise ConfigError(f"data source {source} has no non-empty UTF-8 document "
+                          f"({skipped_note(stats) or 'no files read'})")
+    documents = Documents(texts, split_indices(len(texts), split, val_fraction), stats)
+  _check_has_text(documents, source, split, text_field)
+  return documents

@@ -1,0 +1,251 @@
+"""A compact, cached index of where the documents of the user's text and JSONL files are.
+
+A text file is one document (its whole content); a JSONL file's documents are its lines, split at
+'\\n', '\\r' or '\\r\\n' as `bytes.splitlines` does, found with numpy in 16 MiB chunks. Blank lines
+are left out. Left out and counted: text files that are empty, blank or not UTF-8, lines that are
+not UTF-8 or not a JSON object ('{...}'), and compressed files that do not decompress. Whether a
+line holds a non-empty string text field is only known when it is read (`file_source.FileTexts`).
+
+`.gz`, `.xz` and `.bz2` files cannot be read at random offsets, so each is decompressed once into
+the cache folder. Each file's index is cached there under its absolute path, size and mtime, and so
+is the concatenated index of a list of files (memory-mapped by readers), so a restart or a second
+process does not rescan. Every cache write is atomic (a temporary file, then `os.replace`). Entries
+of files that changed stay until the folder is deleted.
+"""
+from __future__ import annotations
+
+import bisect
+import bz2
+import codecs
+from collections.abc import Iterable, Iterator
+import concurrent.futures
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import pathlib
+import tempfile
+import time
+from typing import BinaryIO
+import zlib
+
+from absl import logging
+import numpy as np
+
+from birdie_jax.data.documents import SourceStats
+from birdie_jax.errors import ConfigError
+
+_FORMAT = 1  # bump when the index format or what it leaves out changes
+_CHUNK = 1 << 24
+# Files indexed at once: reading, decompressing and numpy release the GIL.
+_THREADS = min(4, os.cpu_count() or 1)
+_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
+_UNREADABLE = (OSError, EOFError, lzma.LZMAError, zlib.error)
+_SPACE = np.zeros(256, bool)  # what bytes.strip() strips
+_SPACE[list(b" \t\n\r\x0b\x0c")] = True
+_COUNTS = ("empty", "undecodable", "malformed", "unreadable")  # SourceStats fields of the skipped
+
+
+class _Unreadable(Exception):
+  """A data file could not be read or decompressed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileIndex:
+  """Document i is bytes `bounds[i]` = [start, end) of `files[j]`, j = `file_of(i)`."""
+
+  bounds_path: str  # .npy of int64 [documents, 2], memory-mapped by readers
+  files: tuple[str, ...]  # the files the bounds refer to (the cached copy of a compressed one)
+  jsonl: tuple[bool, ...]  # whether each file's documents are JSONL lines
+  file_ends: tuple[int, ...]  # cumulative document counts
+  stats: SourceStats  # the documents indexed and those left out
+
+  def file_of(self, i: int) -> int:
+    """The position in `files` of document i's file: the first j with file_ends[j] > i."""
+    return bisect.bisect_right(self.file_ends, i)
+
+
+def is_jsonl(path: pathlib.Path) -> bool:
+  """Whether `path` is named like a JSONL file (.jsonl, or .jsonl.gz / .xz / .bz2)."""
+  suffixes = path.suffixes[-2:] if path.suffix in _OPENERS else path.suffixes[-1:]
+  return bool(suffixes) and suffixes[0] == ".jsonl"
+
+
+def _key(*parts: object) -> str:
+  return hashlib.sha256(json.dumps([_FORMAT, *parts]).encode()).hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _atomic(path: pathlib.Path) -> Iterator[BinaryIO]:
+  """A temporary file beside `path` that replaces it when the block ends without an exception."""
+  with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
+                                   delete=False) as f:
+    try:
+      yield f
+    except BaseException:
+      f.close()
+      os.unlink(f.name)
+      raise
+  os.replace(f.name, path)
+
+
+def _lines(buf: bytes) -> tuple[np.ndarray, int, int]:
+  """[start, end) of the lines of `buf` kept as documents; and the undecodable and malformed."""
+  a = np.frombuffer(buf, np.uint8)
+  seps = np.flatnonzero(a <= 13)  # few bytes are: a fast first pass
+  seps = seps[(a[seps] == 10) | (a[seps] == 13)]
+  starts = np.concatenate(([0], seps + 1))
+  ends = np.append(seps, len(buf))
+  starts, ends = starts[ends > starts], ends[ends > starts]
+  first, last = a[starts], a[ends - 1]
+  blank = np.zeros(len(starts), bool)
+  for k in np.flatnonzero(_SPACE[first] | _SPACE[last]):  # rare: strip the line in Python
+    line = buf[starts[k]:ends[k]].strip()
+    if line:
+      first[k], last[k] = line[0], line[-1]
+    else:
+      blank[k] = True
+  decodable = np.ones(len(starts), bool)
+  if not buf.isascii():
+    try:
+      buf.decode("utf-8")
+    except UnicodeDecodeError:  # a chunk with a bad line: decode its lines one by one
+      for k in range(len(starts)):
+        try:
+          buf[starts[k]:ends[k]].decode("utf-8")
+        except UnicodeDecodeError:
+          decodable[k] = False
+  shaped = (first == ord("{")) & (last == ord("}"))
+  keep = ~blank & decodable & shaped
+  bounds = np.stack([starts[keep], ends[keep]], axis=1).astype(np.int64, copy=False)
+  return bounds, int(np.sum(~blank & ~decodable)), int(np.sum(~blank & decodable & ~shaped))
+
+
+def _buffers(chunks: Iterable[bytes]) -> Iterator[bytes]:
+  """`chunks` joined again into buffers that end just after a line break (but the last)."""
+  pending = []
+  for chunk in chunks:
+    cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+    if not cut:  # a line longer than a chunk: keep reading
+      pending.append(chunk)
+      continue
+    yield b"".join([*pending, memoryview(chunk)[:cut]])
+    pending = [chunk[cut:]]
+  yield b"".join(pending)
+
+
+def _scan_jsonl(chunks: Iterable[bytes]) -> tuple[np.ndarray, dict[str, int]]:
+  """The bounds of the documents of a JSONL stream."""
+  found, counts, offset = [], dict(undecodable=0, malformed=0), 0
+  for buf in _buffers(chunks):
+    bounds, undecodable, malformed = _lines(buf)
+    found.append(bounds + offset)
+    counts["undecodable"] += undecodable
+    counts["malformed"] += malformed
+    offset += len(buf)
+  return np.concatenate(found), counts
+
+
+def _scan_text(chunks: Iterable[bytes]) -> tuple[np.ndarray, dict[str, int]]:
+  """One document spanning the whole stream, or none if it is blank or not UTF-8."""
+  decoder, blank, size = codecs.getincrementaldecoder("utf-8")(), True, 0
+  try:
+    for chunk in chunks:
+      blank = blank and not decoder.decode(chunk).strip()
+      size += len(chunk)
+    decoder.decode(b"", final=True)
+  except UnicodeDecodeError:
+    return np.zeros((0, 2), np.int64), dict(undecodable=1)
+  if blank:
+    return np.zeros((0, 2), np.int64), dict(empty=1)
+  return np.array([[0, size]], np.int64), {}
+
+
+def _chunks(path: pathlib.Path, copy: BinaryIO | None) -> Iterator[bytes]:
+  """The (decompressed) bytes of `path` in chunks, also written to `copy` if one is given.
+
+  Raises:
+    _Unreadable: reading or decompressing failed (an error writing `copy` is an OSError).
+  """
+  try:
+    f = _OPENERS.get(path.suffix, open)(path, "rb")
+  except _UNREADABLE as e:
+    raise _Unreadable(path) from e
+  with f:
+    while True:
+      try:
+        chunk = f.read(_CHUNK)
+      except _UNREADABLE as e:
+        raise _Unreadable(path) from e
+      if not chunk:
+        return
+      if copy is not None:
+        copy.write(chunk)
+      yield chunk
+
+
+def _index_file(path: pathlib.Path, key: str, folder: pathlib.Path
+                ) -> tuple[str, np.ndarray, list[int]]:
+  """(the file to read, bounds of its documents, counts in `_COUNTS` order), cached in `folder`."""
+  entry = folder / f"{key}.npz"
+  target = folder / f"{key}.data" if path.suffix in _OPENERS else path
+  if entry.exists() and target.exists():
+    with np.load(entry) as cached:
+      return str(target), cached["bounds"], cached["counts"].tolist()
+  scan = _scan_jsonl if is_jsonl(path) else _scan_text
+  try:
+    with _atomic(target) if target != path else contextlib.nullcontext() as copy:
+      bounds, counts = scan(_chunks(path, copy))
+  except _Unreadable:
+    bounds, counts = np.zeros((0, 2), np.int64), dict(unreadable=1)
+  counts = [counts.get(name, 0) for name in _COUNTS]
+  with _atomic(entry) as f:
+    np.savez(f, bounds=bounds, counts=np.array(counts, np.int64))
+  return str(target), bounds, counts
+
+
+def _combine(paths: list[pathlib.Path], keys: list[str], folder: pathlib.Path, key: str) -> None:
+  """Indexes every file (several at once) and writes their concatenated index under `key`."""
+  begin = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
+    files = list(pool.map(_index_file, paths, keys, [folder] * len(paths)))
+  sizes = [len(bounds) for _, bounds, _ in files]
+  logging.info("Indexed %d files, %d documents, in %.1f s (cached in %s)", len(paths), sum(sizes),
+               time.perf_counter() - begin, folder)
+  with _atomic(folder / f"{key}.npy") as f:
+    np.lib.format.write_array_header_1_0(f, dict(descr="<i8", fortran_order=False,
+                                                 shape=(sum(sizes), 2)))
+    for _, bounds, _ in files:
+      f.write(np.ascontiguousarray(bounds, "<i8"))
+  meta = dict(files=[target for target, _, _ in files], jsonl=[is_jsonl(p) for p in paths],
+              sizes=sizes, counts=[sum(column) for column in zip(*[c for _, _, c in files])])
+  with _atomic(folder / f"{key}.json") as f:
+    f.write(json.dumps(meta).encode())
+
+
+def index_files(paths: list[pathlib.Path], cache_dir: str | os.PathLike[str]) -> FileIndex:
+  """The index of the documents of `paths` (in order), built once and cached in `cache_dir`.
+
+  Raises:
+    ConfigError: the cache folder cannot be written.
+  """
+  folder = pathlib.Path(cache_dir).expanduser()
+  paths = [p.resolve() for p in paths]
+  keys = [_key(str(p), stat.st_size, stat.st_mtime_ns) for p in paths for stat in [p.stat()]]
+  key = _key(keys)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / f"{key}.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    if meta is None or not all(map(os.path.exists, meta["files"])):
+      _combine(paths, keys, folder, key)
+      meta = json.loads(meta_path.read_text())
+  except OSError as e:
+    raise ConfigError(f"cannot write the data index cache {folder}: {e.strerror} (set "
+                      "$BIRDIE_JAX_CACHE_DIR to a writable folder with room)") from None
+  stats = SourceStats(documents=sum(meta["sizes"]), **dict(zip(_COUNTS, meta["counts"])))
+  return FileIndex(str(folder / f"{key}.npy"), tuple(meta["files"]), tuple(meta["jsonl"]),
+                   tuple(np.cumsum(meta["sizes"]).tolist()), stats)
