@@ -16,7 +16,7 @@ from birdie_jax.controller.settings import default_settings
 from birdie_jax.evals import settings as eval_settings
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives import grid
-from birdie_jax.models.lm import REMAT_CHOICES
+from birdie_jax.models.remat import REMAT_CHOICES
 from birdie_jax.models.presets import PRESET_NAMES, validate_model_config
 
 CURRICULA = grid.CURRICULA  # objective mixtures, see birdie_jax/objectives/grid.py
@@ -67,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"                  # compute dtype: float32 or bfloat16 (params stay float32)
   c.model.scan_impl = "auto"                 # linear_scan implementation: auto, associative, linear, chunked, pallas
   c.model.remat = "none"                     # backward recompute: none | full (per block) | dots (keeps matmul outputs)
-  c.model.scan_layers = True                 # stack the blocks' repeating pattern and run it as one scan (fast compile)
+  c.model.scan_layers = False                # stack the repeating blocks and run them as one scan: faster compile, less memory
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"                 # embedded | path, dir or glob of .txt/.jsonl | tfds:name

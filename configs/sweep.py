@@ -128,6 +128,7 @@ def _paper_scale(config: ml_collections.ConfigDict) -> None:
   config.data.tokenizer.vocab_size = VOCAB_SIZE
   config.model.dtype = "bfloat16"
   config.model.remat = "full"
+  config.model.scan_layers = True  # compiles one block group: minutes less per TPU compile
   config.train.log_every = 50
   config.train.eval_every = 1000
   config.train.eval_batches = 8

@@ -1,5 +1,6 @@
 """birdie_jax.aot compiles a config's real train step for a TPU topology on this CPU host (needs
 libtpu, which requirements-aot.txt pins on Linux x86-64; no TPU is used)."""
+import dataclasses
 import importlib.util
 import json
 import math
@@ -72,11 +73,24 @@ def test_batch_that_does_not_split_over_the_slice_fails_in_one_line(tmp_path):
 def test_a_step_that_does_not_fit_reports_xla_s_message(tmp_path):
   out = tmp_path / "aot.jsonl"  # 1024 rows x 8192 tokens x 531 logits a chip: over 16 GiB
   result = _aot("--config=configs/sweep.py:hawk-tiny-ntp", "--topology=v5e:2x2",
-                "--config.train.batch_size=4096", "--config.train.seq_len=8192", f"--json={out}")
+                "--config.train.batch_size=4096", "--config.train.seq_len=8192",
+                "--config.model.scan_layers=true", f"--json={out}")
   assert result.returncode == 1, result.stderr[-3000:]
   assert "HBM per device  DOES NOT FIT: Ran out of memory" in result.stdout
   row = json.loads(out.read_text(encoding="utf-8"))
   assert "exceeds" in row["out_of_memory"] and row["hbm_bytes"] == 0
+  assert row["scanned_layers"]  # the tiny Hawk's two blocks were stacked
+
+
+def test_scanned_layers_leave_out_xla_counts():
+  from birdie_jax.aot import AotReport, format_report  # pylint: disable=g-import-not-at-top
+  report = AotReport(topology="v5e:2x2", device_kind="TPU v5 lite", mesh={"fsdp": 4},
+                     num_params=10**6, tokens_per_step=512, lower_s=1.0, compile_s=2.0,
+                     hbm_bytes=2**30, xla_flops=1e9, xla_bytes_accessed=1e9)
+  assert "roofline" in format_report(report, 0.4)
+  text = format_report(dataclasses.replace(report, scanned_layers=True), 0.4)
+  assert "roofline" not in text.split("left out")[-1] and "scan_layers=false" in text
+  assert "XLA 4e+09" not in text and "6·N·tokens 3.07e+09" in text
 
 
 @needs_libtpu

@@ -10,6 +10,8 @@ agent). The optimizer state lives in `ControllerState` and the model is never re
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -30,13 +32,54 @@ def cyclic_lr(peak: float, steps: int) -> optax.Schedule:
   return schedule
 
 
+class ClippedAdamWState(NamedTuple):
+  """Adam's step count and moments."""
+  count: jax.Array
+  mu: optax.Params
+  nu: optax.Params
+
+
+def clipped_adamw(learning_rate: optax.Schedule, *, b1: float, b2: float, eps: float,
+                  weight_decay: float, max_norm: float) -> optax.GradientTransformation:
+  """`optax.chain(clip_by_global_norm(max_norm), adamw(learning_rate, ...))` in one pass per leaf.
+
+  The same arithmetic as the chain (decoupled decay on every parameter, the schedule read at the
+  count of earlier updates), written so XLA fuses the moments and the update of each leaf into one
+  loop: on CPU the chain reads the reward model's 2.7M-parameter state several times a step, and
+  those passes are a third of the reward model's training time.
+  """
+
+  def init(params: optax.Params) -> ClippedAdamWState:
+    return ClippedAdamWState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params),
+                             optax.tree.zeros_like(params))
+
+  def update(grads: optax.Updates, state: ClippedAdamWState,
+             params: optax.Params) -> tuple[optax.Updates, ClippedAdamWState]:
+    norm = optax.tree.norm(grads)
+    clip = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+    count = optax.safe_increment(state.count)
+    lr = learning_rate(state.count)
+    mu_correction, nu_correction = 1 - b1**count, 1 - b2**count
+
+    def leaf(g, mu, nu, p):
+      g = g * clip
+      mu = b1 * mu + (1 - b1) * g
+      nu = b2 * nu + (1 - b2) * g * g
+      step = (mu / mu_correction) / (jnp.sqrt(nu / nu_correction) + eps) + weight_decay * p
+      return -lr * step, mu, nu
+
+    out = jax.tree.map(leaf, grads, state.mu, state.nu, params)
+    part = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)  # noqa: E731
+    return part(0), ClippedAdamWState(count, part(1), part(2))
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(learning_rate: float, steps: int, weight_decay: float,
                    grad_clip: float) -> optax.GradientTransformation:
   """Clip -> AdamW with the cyclic schedule; one cycle per `steps` updates."""
-  return optax.chain(
-      optax.clip_by_global_norm(grad_clip),
-      optax.adamw(cyclic_lr(learning_rate, steps), b1=0.9, b2=0.999, eps=1e-8,
-                  weight_decay=weight_decay))
+  return clipped_adamw(cyclic_lr(learning_rate, steps), b1=0.9, b2=0.999, eps=1e-8,
+                       weight_decay=weight_decay, max_norm=grad_clip)
 
 
 def masked_mse(params: reward_model.Params, rows: jax.Array, targets: jax.Array,

@@ -21,10 +21,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from birdie_jax.models.blocks import Cache, ResidualBlock, Segments, StepInfo
 from birdie_jax.models.layers import MLP, as_dtype
 from birdie_jax.models.lm import mlp_hidden, mlp_params
+from birdie_jax.models.remat import ATTENTION_OUTPUT
 from birdie_jax.parallel.sharding import constrain
 
 
@@ -115,6 +117,7 @@ class Attention(nnx.Module):
 
   def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
+    out = checkpoint_name(out, ATTENTION_OUTPUT)
     out = constrain(out, ("batch", "length", "heads", "head_dim"))
     y = jnp.einsum("blnh,nhd->bld", out, self.o[...].astype(self.dtype)) + self.o_bias[...]
     return constrain(y.astype(self.dtype), ("batch", "length", "act_embed"))

@@ -3,17 +3,17 @@
 Blocks whose structure repeats with period p (every Hawk or Transformer block alike: p = 1; Birdie's
 bidirectional layers every n-th block: p = n; Griffin's recurrent, recurrent, attention: p = 3) are
 stored with `model.scan_layers` as p stacked blocks, each parameter with a leading `layers` axis of
-depth // p repeats, plus the depth % p blocks left over at the end, unstacked. One scan step runs one
-group of p blocks, so XLA compiles p blocks instead of depth (compile time and compile memory of the
-1.4B and 7B models) and the numerics equal running the blocks one by one. Without scanning (or with
-fewer than two repeats) every block is stored and run on its own.
+depth // p repeats, plus the depth % p blocks left over at the end, unstacked. One scan step runs
+one group of p blocks, so XLA compiles p blocks instead of depth (compile time and compile memory
+of the 1.4B and 7B models), and the numerics equal running the blocks one by one. Without scanning
+(or with fewer than two repeats) every block is stored and run on its own.
 
 Decoding caches follow the same layout: `{"stacked": [cache of group position j, leading axis
 repeats] or None, "tail": [cache per left-over block]}`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from birdie_jax.models.blocks import Cache, ResidualBlock, Segments, StepInfo
+from birdie_jax.models.remat import remat_policy
 
 LAYERS_AXIS = "layers"  # the logical name of the stacked parameters' leading axis
 STACKED = "stacked"  # the BlockStack attribute (a key in param paths) holding stacked blocks
@@ -49,7 +50,7 @@ def _signature(block: nnx.Module) -> tuple:
 
 
 def _stack(modules: Sequence[nnx.Module]) -> nnx.Module:
-  """One module of `modules[0]`'s structure whose variables hold all of theirs, stacked on axis 0."""
+  """A module of `modules[0]`'s structure whose variables hold all of theirs, stacked on axis 0."""
   graphdef, state = nnx.split(modules[0])
   values = [nnx.to_pure_dict(nnx.state(m)) for m in modules]
   nnx.replace_by_pure_dict(state, jax.tree.map(lambda *v: jnp.stack(v), *values))
@@ -67,11 +68,10 @@ def _layer(value: Any, index: int) -> Any:
 class BlockStack(nnx.Module):
   """Residual blocks run in order; with `scan`, repeats of their pattern are stacked (module doc).
 
-  `remat` is None or a `jax.checkpoint` policy: what each block keeps for the backward pass.
+  `remat` (`model.remat`, see `remat.py`) picks what each block keeps for the backward pass.
   """
 
-  def __init__(self, blocks: Sequence[ResidualBlock], *, scan: bool,
-               remat: Callable | None = None):
+  def __init__(self, blocks: Sequence[ResidualBlock], *, scan: bool, remat: str = "none"):
     period = pattern_period(blocks) if scan else len(blocks)
     repeats = len(blocks) // period if scan else 0
     repeats = repeats if repeats >= 2 else 0
@@ -100,9 +100,10 @@ class BlockStack(nnx.Module):
                cache_len: int | None = None) -> tuple[jax.Array, Cache]:
     """(B, L, D) through every block; the caches (layout in the module doc) with `cache_len`."""
 
-    def run(block: ResidualBlock, x: jax.Array) -> tuple[jax.Array, Cache]:
-      if self.remat is not None and cache_len is None:
-        return nnx.remat(lambda b, x: b(x, seg)[0], policy=self.remat)(block, x), None
+    def run(block: ResidualBlock, x: jax.Array, scanned: bool) -> tuple[jax.Array, Cache]:
+      policy = remat_policy(self.remat, scanned=scanned)
+      if policy is not None and cache_len is None:
+        return nnx.remat(lambda b, x: b(x, seg)[0], policy=policy)(block, x), None
       return block(x, seg, cache_len=cache_len)
 
     stacked = None
@@ -112,14 +113,14 @@ class BlockStack(nnx.Module):
       def body(x, layer_params):
         caches = []
         for graphdef, p in zip(graphdefs, layer_params):
-          x, cache = run(nnx.merge(graphdef, p), x)
+          x, cache = run(nnx.merge(graphdef, p), x, scanned=True)
           caches.append(cache)
         return x, caches if cache_len is not None else None
 
       x, stacked = jax.lax.scan(body, x, params)
     tail = []
     for block in self.tail:
-      x, cache = run(block, x)
+      x, cache = run(block, x, scanned=False)
       tail.append(cache)
     if cache_len is None:
       return x, None

@@ -19,14 +19,6 @@ from birdie_jax.models.layers import Embedder, RMSNorm, as_dtype
 
 Cache = dict[str, Any]
 
-# `model.remat`: what a block keeps for the backward pass (the rest is recomputed). "full" keeps
-# only the block's input (one extra forward of every block); "dots" also keeps the outputs of its
-# matmuls (no batch dims), so the backward recomputes only the elementwise ops and the scan.
-REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
-                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
-REMAT_CHOICES = ("none",) + tuple(REMAT_POLICIES)
-
-
 def mlp_hidden(cfg: ml_collections.ConfigDict) -> int:
   """The MLP hidden width: round(mlp_expansion * width)."""
   return int(round(cfg.mlp_expansion * cfg.width))
@@ -48,8 +40,7 @@ class LanguageModel(nnx.Module):
 
   def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
     self.embed = Embedder(vocab_size, cfg.width, rngs=rngs, dtype=as_dtype(cfg.dtype))
-    self.blocks = BlockStack(self.make_blocks(cfg, rngs), scan=cfg.scan_layers,
-                             remat=REMAT_POLICIES.get(cfg.remat))
+    self.blocks = BlockStack(self.make_blocks(cfg, rngs), scan=cfg.scan_layers, remat=cfg.remat)
     self.final_norm = RMSNorm(cfg.width)
 
   def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
+from birdie_jax.models.remat import RECURRENCE_OUTPUT
 from birdie_jax.ops.scan import linear_scan
 from birdie_jax.ops.sequence_scan import sequence_parallel_scan
 from birdie_jax.parallel.sharding import activation_spec
@@ -63,11 +65,12 @@ def split_scan(a: jax.Array, x: jax.Array, *, bidirectional: bool,
     position, (B, W) or (B, W // 2) when bidirectional (the reverse half is not needed to decode).
   """
   if not bidirectional:
-    return _scan(a, x, reverse=False, impl=impl)
+    y, h = _scan(a, x, reverse=False, impl=impl)
+    return checkpoint_name(y, RECURRENCE_OUTPUT), h
   half = x.shape[-1] // 2
   y_fwd, h_fwd = _scan(a[..., :half], x[..., :half], reverse=False, impl=impl)
   y_rev, _ = _scan(a[..., half:], x[..., half:], reverse=True, impl=impl)
-  return jnp.concatenate([y_fwd, y_rev], axis=-1), h_fwd
+  return checkpoint_name(jnp.concatenate([y_fwd, y_rev], axis=-1), RECURRENCE_OUTPUT), h_fwd
 
 
 def _scan(a: jax.Array, x: jax.Array, *, reverse: bool, impl: str) -> tuple[jax.Array, jax.Array]:
