@@ -19,14 +19,20 @@ def _records(path, benchmark):
 
 def test_scan_bench(tmp_path):
   results = tmp_path / "results.jsonl"
-  scan.main(["--shapes", "2x24x8", "--impls", "associative,pallas", "--tilings", "4x4x1",
+  scan.main(["--shapes", "2x24x8", "--impls", "associative,pallas", "--tilings", "4x4x1bp",
              "--copy_mib", "1", "--reps", "1", "--results", str(results)])
   records = _records(results, "scan")
-  assert [r["impl"] for r in records] == ["associative", "pallas", "pallas[4x4x1]"]
+  assert [r["impl"] for r in records] == ["associative", "pallas", "pallas[4x4x1bp]"]
   for r in records:
     assert r["fwd_ms"] > 0 and r["fwd_bwd_ratio"] == pytest.approx(
         r["fwd_bwd_ms"] / r["fwd_bwd_floor_ms"])
     assert r["y_rel_err"] < 1e-2 and r["grad_rel_err"] < 2e-2  # bf16 outputs
+
+
+def test_scan_bench_rejects_a_bad_tiling_before_measuring(capsys):
+  with pytest.raises(SystemExit):
+    scan.main(["--tilings", "64x64x1,64x32x1pb", "--results", ""])
+  assert "Bad tiling '64x32x1pb'" in capsys.readouterr().err
 
 
 def test_train_bench(tmp_path):

@@ -10,14 +10,22 @@ from test_scan import make_inputs, reference_scan
 
 # The platform default; sequence blocks of 16 rows with a width that needs padding (TPU-style,
 # 40 rows = 3 blocks; not on GPU, whose grid steps run in parallel); whole sequence with a row
-# count that leaves an unroll tail.
+# count that leaves an unroll tail. Then the GPU options on the 40 rows: prefetch over 13 groups
+# of 3 (an odd count) and a tail of 1; block loads in 5 groups of 8; both in 2 groups of 16 and a
+# tail of 8; both in one group of 40 (its loads repeated); prefetch with a group longer than the
+# sequence (tail only).
 _BLOCKED = pytest.param(Tiling(block_width=2, block_len=16, unroll=3), marks=pytest.mark.skipif(
     jax.default_backend() == "gpu", reason="sequence blocks are TPU-only"))
-TILINGS = (None, _BLOCKED, Tiling(4, None, 4))
+TILINGS = (None, _BLOCKED, Tiling(4, None, 4), *map(Tiling.parse, (
+    "4x3x1p", "4x8x1b", "4x16x1bps2", "4x40x1bp", "4x64x1p")))
 LENGTH = 40
 
 
-@pytest.mark.parametrize("tiling", TILINGS)
+def _spec(tiling):
+  return tiling.spec() if tiling else "default"
+
+
+@pytest.mark.parametrize("tiling", TILINGS, ids=_spec)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_float32_matches_reference(tiling, reverse, with_h0):
@@ -49,7 +57,7 @@ def _grads(scan, reverse, a, x, h0, w, v):
   return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(a, x, h0)
 
 
-@pytest.mark.parametrize("tiling", TILINGS)
+@pytest.mark.parametrize("tiling", TILINGS, ids=_spec)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradients_with_resets_match_lax_scan(tiling, reverse):
   a, x, h0 = make_inputs(4, 2, LENGTH, 3)
@@ -77,10 +85,37 @@ def test_mixed_dtypes_keep_each_cotangent_dtype(reverse):
   np.testing.assert_allclose(dx.astype(jnp.float32), expected[1].astype(jnp.float32), rtol=2**-7)
 
 
-def test_gpu_rejects_sequence_blocks():
+def test_tiling_specs_round_trip():
+  for spec in ("64x64x1", "256x8x1x256", "64x32x1p", "64x32x2b", "128x16x4bps3", "64x8x1x64s2"):
+    assert Tiling.parse(spec).spec() == spec
+  assert Tiling.parse("64x32x1bps2") == Tiling(64, None, 32, 1, block_loads=True, prefetch=True,
+                                               num_stages=2)
+  for bad in ("64x32", "64x32x1pb", "64x32x1s1", "64x032x1", "64x0x1", "64x32x1q"):
+    with pytest.raises(ValueError, match="Bad tiling"):
+      Tiling.parse(bad)
+
+
+@pytest.mark.parametrize("platform, spec, message", [
+    ("gpu", "2x3x1x16", "block_len=None"),  # Triton runs grid steps in parallel
+    ("gpu", "64x24x1b", "power-of-2 unroll"),
+    ("tpu", "256x8x1x256p", "TPU tilings take none"),
+    ("tpu", "256x8x1x256s2", "TPU tilings take none"),
+])
+def test_platform_rejects_tiling(platform, spec, message):
   a, x, _ = make_inputs(9, 1, 32, 2)
-  with pytest.raises(ValueError, match="block_len=None"):
-    jax.eval_shape(lambda: pallas_scan(a, x, tiling=TILINGS[1].values[0], platform="gpu"))
+  with pytest.raises(ValueError, match=message):
+    jax.eval_shape(lambda: pallas_scan(a, x, tiling=Tiling.parse(spec), platform=platform))
+
+
+def test_triton_lowering_takes_gpu_options():
+  """Pallas lowers the kernels to Triton IR without a GPU (Triton itself compiles on the GPU)."""
+  a = jax.ShapeDtypeStruct((1, 10, 16), jnp.bfloat16)
+  tiling = Tiling.parse("16x4x1bps2")
+  for reverse in (False, True):
+    fn = lambda a, x: pallas_scan(a, x, reverse=reverse, tiling=tiling, platform="gpu")[0]
+    grads = lambda a, x, g: jax.vjp(fn, a, x)[1](g)
+    assert "__gpu$xla.gpu.triton" in jax.jit(grads).trace(a, a, a).lower(
+        lowering_platforms=("cuda",)).as_text()
 
 
 def test_length_one_and_zero():

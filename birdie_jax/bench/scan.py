@@ -3,12 +3,15 @@
 For each shape and implementation: forward and forward+backward milliseconds (median), the HBM
 floor (bytes that must move over the device-copy bandwidth measured in the same run: 3 tensor
 passes forward, 8 forward+backward) and their ratio, plus the relative error of y and of the
-gradients against the associative scan. Pallas tilings (`--tilings`) are swept beside the
-default. One JSON line per measurement is appended to `--results` as soon as it is taken.
+gradients against the associative scan, and the seconds the first forward and backward calls
+took (`compile_s`: mostly compiling; unrolled Triton kernels can take minutes). Pallas tilings
+(`--tilings`) are swept beside the default. One JSON line per measurement is appended to
+`--results` as soon as it is taken.
 """
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 
 import jax
@@ -20,15 +23,15 @@ from birdie_jax.ops.scan import linear_scan
 from birdie_jax.ops.scan_pallas import Tiling, default_tiling, pallas_scan
 
 _COLUMNS = ("impl", "shape", "fwd_ms", "fwd_floor_ms", "fwd_ratio", "fwd_bwd_ms",
-            "fwd_bwd_floor_ms", "fwd_bwd_ratio", "y_rel_err", "grad_rel_err")
+            "fwd_bwd_floor_ms", "fwd_bwd_ratio", "y_rel_err", "grad_rel_err", "compile_s")
 
 
-def _scan_fns(impls: list[str], tilings: list[str]):
+def _scan_fns(impls: list[str], tilings: list[Tiling]):
   """Label -> `(a, x) -> y` for each implementation and each Pallas tiling."""
   fns = {impl: (lambda a, x, impl=impl: linear_scan(a, x, impl=impl)[0]) for impl in impls}
-  for spec in tilings:
-    tiling = Tiling.parse(spec)
-    fns[f"pallas[{spec}]"] = lambda a, x, tiling=tiling: pallas_scan(a, x, tiling=tiling)[0]
+  for tiling in tilings:
+    fns[f"pallas[{tiling.spec()}]"] = lambda a, x, tiling=tiling: pallas_scan(
+        a, x, tiling=tiling)[0]
   return fns
 
 
@@ -53,13 +56,16 @@ def measure(shape: tuple[int, int, int], dtype: jnp.dtype, fns: dict, bandwidth:
   for label, fn in fns.items():
     forward = jax.jit(fn)
     backward = jax.jit(lambda a, x, g, fn=fn: jax.vjp(fn, a, x)[1](g))
-    y, grads = forward(a, x), backward(a, x, g)
+    start = time.perf_counter()
+    y, grads = jax.block_until_ready((forward(a, x), backward(a, x, g)))
+    first_call_s = time.perf_counter() - start  # mostly compiling both
     reference = reference or (y, grads)
     row = {"impl": label, "shape": "x".join(map(str, shape)), "dtype": jnp.dtype(dtype).name,
            "fwd_ms": harness.time_ms(forward, a, x, reps=reps, inner=inner),
            "fwd_bwd_ms": harness.time_ms(backward, a, x, g, reps=reps, inner=inner),
            "y_rel_err": _rel_err(y, reference[0]),
            "grad_rel_err": max(_rel_err(p, q) for p, q in zip(grads, reference[1])),
+           "compile_s": first_call_s,
            "copy_gb_per_s": bandwidth / 1e9, "pallas_default": default_tiling(
                jax.default_backend()).spec()}
     for kind, floor in floors.items():
@@ -68,7 +74,8 @@ def measure(shape: tuple[int, int, int], dtype: jnp.dtype, fns: dict, bandwidth:
     rows.append(row)
     report(row)
     print(f"{label} {row['shape']}: fwd {row['fwd_ms']:.3g} ms ({row['fwd_ratio']:.2f}x floor), "
-          f"fwd+bwd {row['fwd_bwd_ms']:.3g} ms ({row['fwd_bwd_ratio']:.2f}x)", flush=True)
+          f"fwd+bwd {row['fwd_bwd_ms']:.3g} ms ({row['fwd_bwd_ratio']:.2f}x), compiled in "
+          f"{first_call_s:.0f} s", flush=True)
   return rows
 
 
@@ -80,14 +87,20 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--dtype", default="bfloat16", help="dtype of a, x and y")
   parser.add_argument("--impls", default="associative,chunked,pallas",
                       help="linear_scan impls; the first is the error reference")
-  parser.add_argument("--tilings", default="", help="extra Pallas tilings WIDTHxUNROLLxWARPS[xLEN]")
+  parser.add_argument("--tilings", default="",
+                      help="extra Pallas tilings WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES], "
+                      "comma-separated (b: block loads, p: prefetch, sN: Triton num_stages)")
   parser.add_argument("--copy_mib", type=int, default=1024, help="size of the bandwidth probe")
   parser.add_argument("--reps", type=int, default=7, help="timed repetitions (median)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
+  try:
+    tilings = [Tiling.parse(spec) for spec in args.tilings.split(",") if spec]
+  except ValueError as e:
+    parser.error(str(e))
   bandwidth = harness.copy_bandwidth(args.copy_mib << 20)
   print(f"{harness.device_info()['card']}: device copy {bandwidth / 1e9:,.0f} GB/s")
-  fns = _scan_fns(args.impls.split(","), [t for t in args.tilings.split(",") if t])
+  fns = _scan_fns(args.impls.split(","), tilings)
   rows = []
   for spec in args.shapes.split(","):
     shape = tuple(int(n) for n in spec.split("x"))

@@ -5,6 +5,16 @@ time with the state in registers (GPU) or vregs (TPU), so every input is read on
 output written once: 3 tensor passes forward, 5 backward. Loads for `unroll` rows are issued
 before their multiply-adds so that many rows are in flight at once.
 
+Without pipelining each loop iteration is a serial chain (issue `unroll` rows of loads, wait,
+run the dependent multiply-adds and stores), so with few warps per SM the memory system idles
+while a group is computed. GPU tilings can change that (suffixes in `Tiling.parse`): `prefetch`
+(`p`) software-pipelines the loop over two register buffers, issuing each group's loads before
+the previous group's updates (see `_sweep`); reads past the sequence are clamped to its last
+group. `block_loads` (`b`) loads a group as one `(unroll, block_width)` block per tensor, split
+into rows in registers: fewer, wider memory instructions. `num_stages` (`sN`) is passed to
+Triton. TPU tilings take none of these. Rows left after the last whole group (`length % unroll`)
+go one per iteration.
+
 The grid is (batch, channel blocks, sequence blocks). On GPU (Triton) the whole sequence is one
 block (Triton runs grid steps in parallel, so no state can pass between them). On TPU (Mosaic)
 the sequence is cut into `block_len` rows, the last grid axis runs in order and the state stays
@@ -16,12 +26,16 @@ kernels run in Pallas interpret mode.
 Backward (custom VJP) of `h_t = a_t h_{t-1} + x_t`, `y = h`: walking the other way with carry
 `c` (the gradient flowing into `h_t` from later steps), `dh_t = g_t + c`, `dx_t = dh_t`,
 `da_t = dh_t h_{t-1}` (`h_{-1} = h0`) and `c = a_t dh_t`; `dh0` is the final `c`. The saved
-`y` (in `x`'s dtype) provides `h_{t-1}`.
+`y` (in `x`'s dtype) provides `h_{t-1}`: its row one back from t, clamped into the block, and
+for the block's last row visited replaced by `h0` or the neighbouring block's row, so the
+backward sweeps all rows of a block like the forward (no serial tail when `unroll` divides
+them).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable
 
 import jax
@@ -33,6 +47,10 @@ from jax.experimental.pallas import triton as plgpu
 _GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 # Rows of the neighbouring-block slice read by the TPU backward (a bf16 sublane tile).
 _EDGE_ROWS = 16
+# `Tiling.parse`'s syntax.
+_N = r"[1-9][0-9]*"
+_SPEC = re.compile(rf"(?P<width>{_N})x(?P<unroll>{_N})x(?P<warps>{_N})(?:x(?P<len>{_N}))?"
+                   rf"(?P<b>b?)(?P<p>p?)(?:s(?P<stages>{_N}))?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,25 +60,45 @@ class Tiling:
   Attributes:
     block_width: Channels per program.
     block_len: Sequence rows per grid step; None puts the whole sequence in one step (GPU).
-    unroll: Rows per loop iteration (their loads are issued together).
+    unroll: Rows per group, whose loads are issued together (one group per loop iteration, two
+      with `prefetch`).
     num_warps: Warps per program (Triton only).
+    block_loads: Load each tensor's `unroll` rows as one `(unroll, width)` block and split it in
+      registers, instead of `unroll` single-row loads (GPU only; the backward's `h_{t-1}` rows
+      of `y` stay single rows).
+    prefetch: Software pipelining: issue the loads of each `unroll` rows before the updates of
+      the previous ones (GPU only).
+    num_stages: Triton's `num_stages` (GPU only).
   """
   block_width: int
   block_len: int | None
   unroll: int
   num_warps: int = 1
+  block_loads: bool = False
+  prefetch: bool = False
+  num_stages: int = 1
 
   @classmethod
   def parse(cls, spec: str) -> Tiling:
-    """`'WIDTHxUNROLLxWARPS'` (whole sequence) or `'WIDTHxUNROLLxWARPSxLEN'`."""
-    width, unroll, warps, *length = (int(part) for part in spec.split("x"))
-    return cls(width, length[0] if length else None, unroll, warps)
+    """`'WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES]'`, e.g. `'64x64x1'`, `'64x32x1bps2'`.
+
+    No `xLEN` puts the whole sequence in one grid step; `b` sets `block_loads`, `p` `prefetch`
+    and `sN` `num_stages` (default 1, never written), so `parse(s).spec() == s`.
+    """
+    match = _SPEC.fullmatch(spec)
+    if not match or match["stages"] == "1":
+      raise ValueError(f"Bad tiling {spec!r}: want WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES] "
+                       "(positive integers, STAGES > 1), e.g. 64x64x1 or 64x32x1ps2.")
+    return cls(int(match["width"]), match["len"] and int(match["len"]), int(match["unroll"]),
+               int(match["warps"]), bool(match["b"]), bool(match["p"]),
+               int(match["stages"] or 1))
 
   def spec(self) -> str:
     """The inverse of `parse`."""
     parts = (self.block_width, self.unroll, self.num_warps) + (
         () if self.block_len is None else (self.block_len,))
-    return "x".join(map(str, parts))
+    return ("x".join(map(str, parts)) + "b" * self.block_loads + "p" * self.prefetch
+            + (f"s{self.num_stages}" if self.num_stages != 1 else ""))
 
 
 GPU_TILING = Tiling(block_width=64, block_len=None, unroll=64, num_warps=1)
@@ -129,6 +167,11 @@ class _Plan:
     _, length, width = shape
     if tiling.block_len is not None and platform in _GPU_PLATFORMS:
       raise ValueError("Triton runs grid steps in parallel: GPU tilings need block_len=None.")
+    if platform == "tpu" and (tiling.block_loads or tiling.prefetch or tiling.num_stages != 1):
+      raise ValueError(f"Tiling {tiling.spec()}: block loads (b), prefetch (p) and num_stages "
+                       "(sN) are Triton options; TPU tilings take none of them.")
+    if tiling.block_loads and platform in _GPU_PLATFORMS and tiling.unroll & (tiling.unroll - 1):
+      raise ValueError(f"Tiling {tiling.spec()}: Triton block loads need a power-of-2 unroll.")
     if tiling.block_len is None:
       block_len = length
     else:
@@ -184,7 +227,8 @@ class _Plan:
     if self.platform == "tpu":
       params = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
     elif self.platform in _GPU_PLATFORMS:
-      params = plgpu.CompilerParams(num_warps=self.tiling.num_warps, num_stages=1)
+      params = plgpu.CompilerParams(num_warps=self.tiling.num_warps,
+                                    num_stages=self.tiling.num_stages)
     return pl.pallas_call(kernel, grid=self.grid(batch), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shapes, compiler_params=params,
                           interpret=self.platform == "cpu")
@@ -196,7 +240,7 @@ def _forward(a, x, h0, reverse, target):
   time_block = (lambda s: nb - 1 - s) if reverse else (lambda s: s)
   rows = plan.rows_spec(time_block)
   state = plan.state_spec()
-  kernel = functools.partial(_forward_kernel, reverse=reverse, unroll=plan.tiling.unroll)
+  kernel = functools.partial(_forward_kernel, reverse=reverse, tiling=plan.tiling)
   y, h_last = plan.call(
       kernel, [rows, rows, state],
       [plan.out_shape(batch, x.dtype),
@@ -225,7 +269,7 @@ def _backward(a, y, h0, g, g_last, reverse, target):
     in_specs.append(pl.BlockSpec((None, _EDGE_ROWS, plan.tiling.block_width),
                                  lambda b, d, s: (b, edge_block(s), d)))
     args.append(args[1])
-  kernel = functools.partial(_backward_kernel, reverse=reverse, unroll=plan.tiling.unroll,
+  kernel = functools.partial(_backward_kernel, reverse=reverse, tiling=plan.tiling,
                              has_edge=nb > 1)
   dx, da, dh0 = plan.call(
       kernel, in_specs,
@@ -237,38 +281,65 @@ def _backward(a, y, h0, g, g_last, reverse, target):
           plan.unpad_state(dh0))
 
 
-def _row(ref, t) -> jax.Array:
-  """Row `t` of a (rows, width) block as float32 (1, width)."""
-  return ref[pl.ds(t, 1), :].astype(jnp.float32)
+def _sweep(load: Callable, update: Callable, carry, count: int, descending: bool, tiling: Tiling):
+  """Runs `carry = update(carry, row t of each input as float32, t)` for t over `0 .. count - 1`.
 
-
-def _sweep(load: Callable, update: Callable, carry, first: int, count: int, descending: bool,
-           unroll: int):
-  """Runs `carry = update(carry, load(t), t)` for t over `first .. first + count - 1`.
-
-  Rows go in descending order if `descending`; `unroll` rows per loop iteration, their loads
-  issued before any of their updates.
+  `load(t, n)` returns each input's rows `t .. t + n - 1`, as an `(n, width)` array or a tuple
+  of `n` `(1, width)` rows. Rows go in descending order if `descending`, in groups of
+  `tiling.unroll` whose loads are all issued before their updates (one `load(t, unroll)`, split
+  into rows in registers, with `tiling.block_loads`). Without `tiling.prefetch` a loop iteration
+  loads and updates one group. With it, iteration k handles groups 2k and 2k + 1 in two register
+  buffers: load group 2k, update group 2k - 1 (loaded by the previous iteration), load group
+  2k + 1, update group 2k; so every wait for a group's rows has the next group's loads in flight
+  behind it, and the buffer carried to the next iteration is free before it is reloaded (no
+  register copies at the back edge). Iteration 0 only loads, and loads past the last group
+  reload it instead. The `count % unroll` rows left over go one per iteration either way.
   """
+  unroll = tiling.unroll
+  main, rest = divmod(count, unroll)
 
   def row(i):
-    return first + count - 1 - i if descending else first + i
+    return count - 1 - i if descending else i
 
-  def run(start, iterations, size, carry):
-    def body(i, carry):
-      rows = [row(start + i * size + j) for j in range(size)]
-      loaded = [load(t) for t in rows]
-      for t, values in zip(rows, loaded):
-        carry = update(carry, values, t)
-      return carry
+  def load_group(g):
+    """All inputs of group `g` (rows `row(g * unroll) ..`), as `load` returns them."""
+    if tiling.block_loads:
+      return load(row(g * unroll + unroll - 1) if descending else row(g * unroll), unroll)
+    return [load(row(g * unroll + j), 1) for j in range(unroll)]
 
-    return jax.lax.fori_loop(0, iterations, body, carry) if iterations else carry
+  def update_group(carry, g, loaded):
+    if tiling.block_loads:
+      loaded = list(zip(*(v if isinstance(v, tuple) else jnp.split(v, unroll) for v in loaded)))
+      loaded = loaded[::-1] if descending else loaded
+    for j, values in enumerate(loaded):
+      carry = update(carry, tuple(v.astype(jnp.float32) for v in values), row(g * unroll + j))
+    return carry
 
-  main = count // unroll
-  carry = run(0, main, unroll, carry)
-  return run(main * unroll, count - main * unroll, 1, carry)
+  if tiling.prefetch and main:
+    def body(k, state):
+      carry, odd = state
+      even = load_group(jnp.minimum(2 * k, main - 1))
+      carry = jax.lax.cond(k > 0, lambda c: update_group(c, 2 * k - 1, odd), lambda c: c, carry)
+      odd = load_group(jnp.minimum(2 * k + 1, main - 1))
+      carry = jax.lax.cond(2 * k < main, lambda c: update_group(c, 2 * k, even), lambda c: c,
+                           carry)
+      return carry, odd
+
+    # Nothing is loaded before the loop: such loads make Triton's Coalesce pass take minutes.
+    nothing = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: load_group(0)))
+    carry, _ = jax.lax.fori_loop(0, main // 2 + 1, body, (carry, nothing))
+  elif main:
+    carry = jax.lax.fori_loop(0, main, lambda g, carry: update_group(carry, g, load_group(g)),
+                              carry)
+
+  def single(i, carry):
+    t = row(main * unroll + i)
+    return update(carry, tuple(v.astype(jnp.float32) for v in load(t, 1)), t)
+
+  return jax.lax.fori_loop(0, rest, single, carry) if rest else carry
 
 
-def _forward_kernel(a_ref, x_ref, h0_ref, y_ref, h_ref, *, reverse: bool, unroll: int):
+def _forward_kernel(a_ref, x_ref, h0_ref, y_ref, h_ref, *, reverse: bool, tiling: Tiling):
   """One (rows, width) block of the forward scan; `h_ref` carries the state across blocks."""
 
   @pl.when(pl.program_id(2) == 0)
@@ -281,36 +352,45 @@ def _forward_kernel(a_ref, x_ref, h0_ref, y_ref, h_ref, *, reverse: bool, unroll
     y_ref[pl.ds(t, 1), :] = h.astype(y_ref.dtype)
     return h
 
-  h_ref[...] = _sweep(lambda t: (_row(a_ref, t), _row(x_ref, t)), update, h_ref[...], 0,
-                      a_ref.shape[0], reverse, unroll)
+  def load(t, n):
+    return a_ref[pl.ds(t, n), :], x_ref[pl.ds(t, n), :]
+
+  h_ref[...] = _sweep(load, update, h_ref[...], a_ref.shape[0], reverse, tiling)
 
 
-def _backward_kernel(a_ref, y_ref, g_ref, h0_ref, g_last_ref, *refs, reverse: bool, unroll: int,
-                     has_edge: bool):
-  """One block of the backward scan (walking opposite to the forward); `dh0_ref` carries `c`."""
+def _backward_kernel(a_ref, y_ref, g_ref, h0_ref, g_last_ref, *refs, reverse: bool,
+                     tiling: Tiling, has_edge: bool):
+  """One block of the backward scan (walking opposite to the forward); `dh0_ref` carries `c`.
+
+  `h_{t-1}` is the saved `y` one row back (`step_back`) from t, except for the block's last row
+  visited (`edge`), whose lives in the next block (`edge_ref`) or is `h0`: there the row read is
+  clamped into the block and its value replaced.
+  """
   edge_ref, (dx_ref, da_ref, dh0_ref) = (refs[0] if has_edge else None), refs[-3:]
   rows = a_ref.shape[0]
-  step_back = 1 if reverse else -1  # Where h_{t-1} of the forward scan lives, relative to t.
+  edge = rows - 1 if reverse else 0
+  h_edge = h0_ref[...]
+  if has_edge:
+    outside = edge_ref[pl.ds(0 if reverse else _EDGE_ROWS - 1, 1), :].astype(jnp.float32)
+    h_edge = jnp.where(pl.program_id(2) == pl.num_programs(2) - 1, h_edge, outside)
 
   @pl.when(pl.program_id(2) == 0)
   def _():
     dh0_ref[...] = g_last_ref[...]
 
   def update(c, values, t):
-    a, g, h_prev = values
+    a, g, y_back = values
     dh = g + c
     dx_ref[pl.ds(t, 1), :] = dh.astype(dx_ref.dtype)
-    da_ref[pl.ds(t, 1), :] = (dh * h_prev).astype(da_ref.dtype)
+    da_ref[pl.ds(t, 1), :] = (dh * jnp.where(t == edge, h_edge, y_back)).astype(da_ref.dtype)
     return a * dh
 
-  def load(t):
-    return _row(a_ref, t), _row(g_ref, t), _row(y_ref, t + step_back)
+  def y_back(t):
+    t = jnp.minimum(t + 1, rows - 1) if reverse else jnp.maximum(t - 1, 0)
+    return y_ref[pl.ds(t, 1), :]
 
-  # Every row but the last one visited has its h_{t-1} in this block.
-  c = _sweep(load, update, dh0_ref[...], 0 if reverse else 1, rows - 1, not reverse, unroll)
-  t = rows - 1 if reverse else 0
-  h_prev = h0_ref[...]
-  if has_edge:
-    outside = _row(edge_ref, 0 if reverse else _EDGE_ROWS - 1)
-    h_prev = jnp.where(pl.program_id(2) == pl.num_programs(2) - 1, h_prev, outside)
-  dh0_ref[...] = update(c, (_row(a_ref, t), _row(g_ref, t), h_prev), t)
+  def load(t, n):
+    back = y_back(t) if n == 1 else tuple(y_back(t + j) for j in range(n))
+    return a_ref[pl.ds(t, n), :], g_ref[pl.ds(t, n), :], back
+
+  dh0_ref[...] = _sweep(load, update, dh0_ref[...], rows, not reverse, tiling)
