@@ -101,7 +101,8 @@ class Tiling:
             + (f"s{self.num_stages}" if self.num_stages != 1 else ""))
 
 
-GPU_TILING = Tiling(block_width=64, block_len=None, unroll=64, num_warps=1)
+# Fastest measured on an H100 (experiments/benchmarks/README.md, 2026-12-06).
+GPU_TILING = Tiling(block_width=64, block_len=None, unroll=64, num_warps=1, block_loads=True)
 TPU_TILING = Tiling(block_width=256, block_len=256, unroll=8)
 
 
