@@ -63,7 +63,8 @@ def test_history_holds_one_row_per_scheduled_evaluation():
   assert controller.capacity == 36 and controller.schedule.control_start == 250
 
 
-def test_history_window_is_the_next_power_of_two_within_capacity():
+def test_history_window_is_the_next_power_of_two_from_8_within_capacity():
   from birdie_jax.controller.controller import history_window
-  assert [history_window(n, 40) for n in (0, 1, 2, 3, 5, 9, 17, 33, 40, 41)] == [
-      1, 1, 2, 4, 8, 16, 32, 40, 40, 40]
+  assert [history_window(n, 40) for n in (0, 1, 2, 3, 5, 8, 9, 17, 33, 40, 41)] == [
+      8, 8, 8, 8, 8, 8, 16, 32, 40, 40, 40]
+  assert [history_window(n, 3) for n in (1, 3, 4)] == [3, 3, 3]

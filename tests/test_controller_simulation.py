@@ -166,3 +166,39 @@ def test_full_history_slides_out_its_oldest_row():
   np.testing.assert_array_equal(state.steps, [30, 40, 50])  # intervals 30-40, 40-50, 50-60
   np.testing.assert_allclose(state.losses[:, 0], [3.7, 3.6, 3.5], rtol=1e-6)
   assert int(state.prev_step) == 60 and np.all(np.asarray(state.rewards) > 0)
+
+
+def _small_controller(history):
+  config = default_settings()
+  config.update(hidden=16, layers=2, train_steps=5, num_candidates=32, history=history,
+                schedule_scale=0.01)
+  return Controller.from_config(config, class_of_config=[0, 1, 1, 2], total_steps=100)
+
+
+def test_update_does_not_depend_on_the_history_window():
+  # Rows past the window are masked out of the loss and come after it causally: computing on 8 or
+  # on all 24 rows of the buffer must give the same update (at 6 rows held).
+  controller = _small_controller(history=24)
+  state = controller.init()
+  for step in range(1, 8):
+    state = controller.update(state, np.linspace(4.0, 3.0, 4) - step / 50, step)
+  assert int(state.count) == 6
+  losses, step = np.linspace(3.9, 2.9, 4).astype(np.float32), jax.numpy.int32(8)
+  small, full = (jax.device_get(controller_lib._update(controller, state, losses, step, window))
+                 for window in (8, 24))
+  for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(full)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_compile_ahead_leaves_the_update_nothing_to_compile():
+  controller = _small_controller(history=12)
+  state = controller.init()
+  assert controller.compile(state) > 0 and controller.compile(state) == 0.0
+  traced = []
+  listener = lambda name, *_, **__: traced.append(name)  # noqa: E731
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    jax.block_until_ready(controller.update(state, np.full(4, 3.0), 1))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert "/jax/core/compile/jaxpr_trace_duration" not in traced, traced

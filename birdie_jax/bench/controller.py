@@ -5,8 +5,8 @@ choice of the next mixture among 2 x `num_candidates` candidates. Sizes are the 
 configuration grid (96 configurations in 7 classes; `--configs` for another count, spread over 7
 classes like it) and the paper's schedule (37 evaluations in 32k steps, so 36 history rows). The
 history is filled to `--fill` rows (default: full, the most expensive case) with synthetic values;
-cost grows with the history window (the power of two above the rows held) and does not depend on
-the values. Prints the compile time and the
+cost grows with the history window (the power of two above the rows held, at least 8) and does
+not depend on the values. Prints the compile time and the
 median wall and CPU seconds of `--repeats` updates, then one JSON line, also appended (with date,
 command and device) to `--results`.
 """

@@ -7,8 +7,8 @@
     state = controller.update(state, val_losses, step)     # one jitted call
     mixture.with_weights(controller.mixture_weights(state))
 
-`update` (compiled once: every shape is fixed by the settings) does, from the previous evaluation's
-losses to these:
+`update` (one jitted call; compiled once per history window, `history_window`; `compile` does it
+ahead and says how long it took) does, from the previous evaluation's losses to these:
   1. reward per configuration (`reward.reward`); the row [previous losses, mixture used] with that
      reward joins the history (not at the first evaluation, which only records the losses);
   2. `train_steps` AdamW steps of the reward model on the whole history (`fit`);
@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -128,13 +129,32 @@ class Controller:
     losses = np.asarray(val_losses, np.float32)
     if losses.shape != (self.num_configs,) or not np.all(np.isfinite(losses)):
       raise ValueError(f"val_losses must be {self.num_configs} finite values, got {losses}")
+    state, window = self._placed(state)
+    with jax.set_mesh(None):
+      return _update(self, state, losses, jnp.int32(step), window)
+
+  def compile(self, state: ControllerState) -> float:
+    """Compiles the `update` that follows `state` unless that is done; returns the seconds spent.
+
+    `update` compiles on first use of each history window anyway; calling this first keeps the
+    compile out of the update's own timing (the trainer prints both).
+    """
+    state, window = self._placed(state)
+    if (self, window) in _COMPILED:
+      return 0.0
+    start = time.perf_counter()
+    losses = np.zeros(self.num_configs, np.float32)
+    with jax.set_mesh(None):
+      _update.lower(self, state, losses, jnp.int32(0), window).compile()
+    _COMPILED.add((self, window))
+    return time.perf_counter() - start
+
+  def _placed(self, state: ControllerState) -> tuple[ControllerState, int]:
     # Committed to one device, a fresh, updated, host (numpy) or restored state compiles alike;
     # the trainer's mesh (if any) does not apply to this small single-device program. Each
     # process of a multi-process run computes it on its own first device.
     state = jax.device_put(state, jax.local_devices()[0])
-    window = history_window(int(jax.device_get(state.count)) + 1, self.capacity)
-    with jax.set_mesh(None):
-      return _update(self, state, losses, jnp.int32(step), window)
+    return state, history_window(int(jax.device_get(state.count)) + 1, self.capacity)
 
   def mixture_weights(self, state: ControllerState) -> np.ndarray:
     """The current mixture as float64 weights summing to 1 (for `Mixture.with_weights`)."""
@@ -160,13 +180,22 @@ class Controller:
     return out
 
 
+# The fewest history rows computed on. Up to about this many rows an update's time goes to the
+# optimizer's passes over the reward model's parameters, not to the rows (bench controller:
+# --fill 1 against --fill 8), so smaller windows would only add compiles.
+MIN_WINDOW = 8
+# (controller, window) pairs whose `update` `Controller.compile` has compiled in this process.
+_COMPILED: set[tuple[Controller, int]] = set()
+
+
 def history_window(rows: int, capacity: int) -> int:
-  """History rows the reward model computes on: the power of two >= `rows`, at most `capacity`.
+  """History rows the reward model computes on: the power of two >= `rows` (at least
+  `MIN_WINDOW`), at most `capacity`.
 
   The model is causal and its loss masks rows past `count`, so the rows after the window cannot
   change the result; skipping them makes early updates cheap (one compile per window size).
   """
-  return min(capacity, 1 << max(rows - 1, 0).bit_length())
+  return min(capacity, max(MIN_WINDOW, 1 << max(rows - 1, 0).bit_length()))
 
 
 def _push(buffer: jax.Array, full: jax.Array, index: jax.Array, row: jax.Array) -> jax.Array:

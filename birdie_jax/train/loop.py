@@ -61,9 +61,11 @@ def _to_global(batch: dict[str, np.ndarray], mesh, rules) -> dict[str, jax.Array
 def _controller_line(step: int, scalars: dict[str, float], classes) -> str:
   weights = ", ".join(f"{c} {scalars[f'mixture_class/{c}']:.2f}" for c in classes)
   reward = f" | reward {scalars['reward/total']:+.3f}" if "reward/total" in scalars else ""
+  compiled = scalars["controller/compile_s"]
+  compiled = f" (+{compiled:.1f}s compiling)" if compiled else ""
   return (f"step {step} controller: {len(classes)} classes evaluated in "
           f"{scalars['controller/eval_s']:.1f}s, updated in {scalars['controller/update_s']:.2f}s"
-          f"{reward} | mixture: {weights}")
+          f"{compiled}{reward} | mixture: {weights}")
 
 
 def _eval_line(step: int, scalars: dict[str, float]) -> str:

@@ -71,6 +71,7 @@ class MixtureControl:
     start = time.perf_counter()
     losses = self.validation_losses(eval_step, params)
     eval_s = time.perf_counter() - start
+    compile_s = self.controller.compile(self.state)
     start = time.perf_counter()
     state = self.controller.update(self.state, losses, step)
     if jax.process_count() > 1:  # one decision for every host, bit for bit
@@ -82,6 +83,7 @@ class MixtureControl:
     scalars = self.controller.metrics(self.state, curriculum.names, curriculum.classes)
     scalars["controller/eval_s"] = eval_s
     scalars["controller/update_s"] = update_s
+    scalars["controller/compile_s"] = compile_s
     if jax.process_index() == 0:
       plot_mixture(self.state, curriculum.class_index, curriculum.classes,
                    os.path.join(workdir, "mixture.png"))
