@@ -1,6 +1,7 @@
 """Shared test helpers: tiny configs and synthetic packed batches."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,16 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 from configs import base  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+  """A clean environment for a `birdie_jax` CLI subprocess: CPU, this suite's compilation cache
+  and quick (unoptimised) compiles, plus `extra`."""
+  cache = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
+  return {"JAX_PLATFORMS": "cpu", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+          **{k: os.environ[k] for k in cache if k in os.environ}, **extra}
 
 
 def tiny_config(**mesh_shape):

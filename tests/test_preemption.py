@@ -1,12 +1,11 @@
 """SIGTERM makes a training run write a checkpoint and exit 0; the same command resumes it."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-from helpers import ROOT
+from helpers import ROOT, subprocess_env
 
 
 def _command(workdir, steps):
@@ -23,7 +22,7 @@ def _logged_steps(workdir):
 
 
 def test_sigterm_checkpoints_and_exits_zero(tmp_path):
-  env = {"JAX_PLATFORMS": "cpu", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+  env = subprocess_env()
   workdir = tmp_path / "run"
   process = subprocess.Popen(_command(workdir, 100_000), cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,6 +1,5 @@
 """SIGKILL at a random step: the same command resumes and logs what an uninterrupted run logs."""
 import json
-import os
 import random
 import signal
 import subprocess
@@ -8,7 +7,7 @@ import sys
 import time
 
 from birdie_jax.train.metrics import MetricsWriter
-from helpers import ROOT
+from helpers import ROOT, subprocess_env
 
 STEPS = 8  # tiny's default: the compiled step is shared with other runs of configs/base.py:tiny
 _TIMING = {"tokens_per_s", "tokens_per_s_per_device", "tflops_per_s_per_device", "step_time_s"}
@@ -18,13 +17,6 @@ def _command(workdir):
   return [sys.executable, "-m", "birdie_jax.main", "--config=configs/base.py:tiny",
           f"--workdir={workdir}", f"--config.train.steps={STEPS}", "--config.train.log_every=1",
           "--config.checkpoint.every_steps=2"]
-
-
-def _env():
-  cache = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
-  return {"JAX_PLATFORMS": "cpu", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-          **{k: os.environ[k] for k in cache if k in os.environ}}
 
 
 def _logged(workdir) -> dict[int, dict[str, float]]:
@@ -47,10 +39,10 @@ def _checkpoints(workdir) -> list[int]:
 
 def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
   kill_after = random.randint(3, STEPS - 2)
-  reference = subprocess.Popen(_command(tmp_path / "reference"), cwd=ROOT, env=_env(),
+  reference = subprocess.Popen(_command(tmp_path / "reference"), cwd=ROOT, env=subprocess_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   workdir = tmp_path / "run"
-  victim = subprocess.Popen(_command(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+  victim = subprocess.Popen(_command(workdir), cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 180
   while not (max(_logged(workdir), default=0) >= kill_after and _checkpoints(workdir)):
@@ -62,7 +54,7 @@ def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
   killed_at = max(_logged(workdir))
   assert killed_at < STEPS, "killed too late to test anything"
 
-  resumed = subprocess.run(_command(workdir), cwd=ROOT, env=_env(), capture_output=True,
+  resumed = subprocess.run(_command(workdir), cwd=ROOT, env=subprocess_env(), capture_output=True,
                            text=True, timeout=180)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resumed from step " in resumed.stdout, resumed.stdout
