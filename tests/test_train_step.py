@@ -89,31 +89,3 @@ def test_weight_decay_skips_norms_biases_and_recurrence_gates():
                                                    "bias": np.zeros((3, 8))}}}}}
   mask = weight_decay_mask(stacked)["blocks"]["stacked"]["0"]["proj"]
   assert mask["kernel"] and not mask["bias"]
-
-
-def test_grouped_evaluation_equals_each_set_on_its_own():
-  # Validation sets stacked several per batch (the last batch padded with masked rows) give
-  # each set the mean loss it has when evaluated alone, on a sharded mesh.
-  from birdie_jax.train.mixture_control import stack_sets
-  from birdie_jax.train.step import make_eval_step, make_grouped_eval_step, mean_eval_loss
-  rng = np.random.default_rng(1)
-  sets = [packed_batch(rng, 4, 32, VOCAB, (10, 22)) for _ in range(5)]
-  for i, s in enumerate(sets):
-    s["loss_mask"][:, : 3 * i] = 0  # sets differ in their target-token counts
-  config = tiny_config(data=2, fsdp=2)
-  mesh = make_mesh(config.mesh.shape, devices=jax.devices()[:4])
-  setup = make_train_setup(config, VOCAB, mesh)
-  params = init_train_state(config, setup, VOCAB).params
-  put = lambda b: {k: jax.device_put(v, batch_sharding(mesh, setup.rules, v.ndim))  # noqa: E731
-                   for k, v in b.items()}
-  with jax.set_mesh(mesh):
-    alone = [mean_eval_loss(make_eval_step(setup), params, [put(s)]) for s in sets]
-    stacked = stack_sets(sets, per_batch=2)
-    assert [len(b["group"]) for b in stacked] == [8, 8, 8]
-    grouped = make_grouped_eval_step(setup, len(sets))
-    totals, counts = np.zeros(len(sets)), np.zeros(len(sets))
-    for batch in stacked:
-      out = jax.device_get(grouped(params, put(batch)))
-      totals, counts = totals + out["loss_sum"], counts + out["count"]
-  np.testing.assert_allclose(counts, [s["loss_mask"].sum() for s in sets])
-  np.testing.assert_allclose(totals / counts, alone, rtol=1e-5)

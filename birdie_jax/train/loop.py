@@ -38,8 +38,7 @@ from birdie_jax.train.metrics import progress_line
 from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal
 from birdie_jax.train.state import init_train_state, make_train_setup
-from birdie_jax.train.step import make_eval_step, make_grouped_eval_step, make_train_step
-from birdie_jax.train.step import mean_eval_loss
+from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
 
 
 def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
@@ -138,8 +137,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           "num_params": setup.num_params, "vocab_size": tokenizer.vocab_size}
   train_step = make_train_step(setup, config.train)
   eval_step = make_eval_step(setup)
-  grouped_eval_step = (None if control is None
-                       else make_grouped_eval_step(setup, len(mixture.names)))
   evaluator = Evaluator(config, tokenizer, setup) if config.eval.every else None
   writer = MetricsWriter(workdir)
   throughput = Throughput(config.train.batch_size * config.train.seq_len,
@@ -184,8 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write(step, {"val_loss": val})
           throughput.restart(step)
         if control is not None and control.is_eval_step(step):
-          controller_scalars = control.update(step, grouped_eval_step, state.params, data_iter,
-                                              workdir)
+          controller_scalars = control.update(step, eval_step, state.params, data_iter, workdir)
           writer.write(step, controller_scalars)
           log_progress(_controller_line(step, controller_scalars, mixture.curriculum.classes))
           throughput.restart(step)

@@ -23,6 +23,7 @@ from birdie_jax.controller.state import ControllerState
 from birdie_jax.data.pipeline import make_validation_sets, set_mixture_weights
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.objectives.mixture import Mixture
+from birdie_jax.train.step import mean_eval_loss
 
 CONTROLLED_CURRICULA = ("birdie", "birdie_causal")
 
@@ -37,21 +38,18 @@ class MixtureControl:
         config.controller, class_of_config=mixture.curriculum.class_index,
         total_steps=config.train.steps)
     self.state: ControllerState = self.controller.init()
-    self._val_batches: list[dict] = []
+    self._val_sets: dict[str, list[dict]] = {}
 
   def build_validation_sets(self, documents: Sequence[str], tokenizer: Tokenizer,
                             to_global: Callable[[dict], dict], batch_shards: int) -> None:
-    """A fixed validation set per configuration from this process's held-out documents:
-    `controller.val_rows` rows, rounded up to a multiple of `batch_shards`. The sets are
-    evaluated several at a time, in batches of about `train.batch_size` rows."""
+    """A fixed validation batch per configuration from this process's held-out documents:
+    `controller.val_rows` rows, rounded up to a multiple of `batch_shards`."""
     rows = -(-self.config.controller.val_rows // batch_shards) * batch_shards
     sets = make_validation_sets(
         documents, tokenizer, self.mixture, seq_len=self.config.train.seq_len,
         batch_size=rows // jax.process_count(), num_batches=1, seed=self.config.seed + 1,
         gap=self.config.data.gap)
-    per_batch = max(1, self.config.train.batch_size // rows)
-    self._val_batches = [to_global(b) for b in stack_sets(
-        [sets[name][0] for name in self.mixture.names], per_batch)]
+    self._val_sets = {name: [to_global(b) for b in batches] for name, batches in sets.items()}
 
   def abstract_state(self) -> ControllerState:
     """Shapes and dtypes of the controller state, the restore target."""
@@ -61,24 +59,17 @@ class MixtureControl:
     """Whether the controller evaluates after train step `step`."""
     return self.controller.schedule.is_eval_step(step)
 
-  def validation_losses(self, grouped_eval_step, params) -> np.ndarray:
-    """Mean target-token loss of every configuration, in `mixture.names` order
-    (`grouped_eval_step`: `train.step.make_grouped_eval_step` for `len(mixture.names)` groups).
-    One batch in flight at a time, as `mean_eval_loss`."""
-    totals = np.zeros(len(self.mixture.names))
-    counts = np.zeros(len(self.mixture.names))
-    for batch in self._val_batches:
-      out = jax.device_get(grouped_eval_step(params, batch))
-      totals += out["loss_sum"]
-      counts += out["count"]
-    return totals / np.maximum(counts, 1.0)
+  def validation_losses(self, eval_step, params) -> np.ndarray:
+    """Mean target-token loss of every configuration, in `mixture.names` order."""
+    return np.asarray([mean_eval_loss(eval_step, params, self._val_sets[name])
+                       for name in self.mixture.names])
 
-  def update(self, step: int, grouped_eval_step, params, data_iterator: grain.DatasetIterator,
+  def update(self, step: int, eval_step, params, data_iterator: grain.DatasetIterator,
              workdir: str) -> dict[str, float]:
     """Evaluates, updates the controller, hands the new mixture to the data pipeline; returns the
     scalars to log."""
     start = time.perf_counter()
-    losses = self.validation_losses(grouped_eval_step, params)
+    losses = self.validation_losses(eval_step, params)
     eval_s = time.perf_counter() - start
     compile_s = self.controller.compile(self.state)
     start = time.perf_counter()
@@ -97,21 +88,3 @@ class MixtureControl:
       plot_mixture(self.state, curriculum.class_index, curriculum.classes,
                    os.path.join(workdir, "mixture.png"))
     return scalars
-
-
-def stack_sets(sets: Sequence[dict[str, np.ndarray]], per_batch: int) -> list[dict[str, np.ndarray]]:
-  """Validation sets (equal shapes) concatenated `per_batch` at a time along the rows, each row
-  tagged with its set's index in `group`; the last batch is filled up with copies of its first
-  set whose `loss_mask` is zero, so every batch has one shape (one compile)."""
-  batches = []
-  for start in range(0, len(sets), per_batch):
-    group = list(sets[start:start + per_batch])
-    ids = list(range(start, start + len(group)))
-    blank = {**group[0], "loss_mask": np.zeros_like(group[0]["loss_mask"])}
-    group += [blank] * (per_batch - len(group))
-    ids += [start] * (per_batch - len(ids))
-    rows = len(group[0]["loss_mask"])
-    batch = {key: np.concatenate([s[key] for s in group]) for key in group[0]}
-    batch["group"] = np.repeat(np.asarray(ids, np.int32), rows)
-    batches.append(batch)
-  return batches

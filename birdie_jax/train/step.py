@@ -74,23 +74,6 @@ def make_eval_step(setup: TrainSetup) -> Callable[[dict, Batch], dict]:
   return jax.jit(step, in_shardings=(setup.state_shardings.params, None))
 
 
-def make_grouped_eval_step(setup: TrainSetup, num_groups: int) -> Callable[[dict, Batch], dict]:
-  """A jitted step returning each group's summed loss and target-token count, as
-  `(num_groups,)` arrays, for a batch whose rows carry their group in `batch["group"]` (int,
-  `(batch,)`): several validation sets evaluated in one call."""
-
-  def step(params, batch: Batch) -> dict:
-    losses = token_losses(setup, params, batch)
-
-    def per_group(row_values: jax.Array) -> jax.Array:
-      return jax.ops.segment_sum(row_values, batch["group"], num_segments=num_groups)
-
-    return {"loss_sum": per_group(jnp.sum(losses, axis=-1)),
-            "count": per_group(jnp.sum(batch["loss_mask"], axis=-1))}
-
-  return jax.jit(step, in_shardings=(setup.state_shardings.params, None))
-
-
 def mean_eval_loss(eval_step: Callable[[dict, Batch], dict], params, batches: list[Batch]) -> float:
   """Mean loss per target token over `batches` (global arrays), one batch in flight at a time:
   many concurrent sharded programs can exhaust the CPU runtime's threads while their collectives
