@@ -180,9 +180,10 @@ class Controller:
     return out
 
 
-# The fewest history rows computed on. Up to about this many rows an update's time goes to the
-# optimizer's passes over the reward model's parameters, not to the rows (bench controller:
-# --fill 1 against --fill 8), so smaller windows would only add compiles.
+# The fewest history rows computed on. Each new window is a compile (7-9 s on 2 CPU cores at the
+# default sizes) while fewer rows save little (an update took 1.1 s at 1 row and 1.4-2.0 s at 8,
+# most of it the optimizer's passes over the reward model's 2.7M parameters), so a short run's
+# first 8 evaluations share one compile.
 MIN_WINDOW = 8
 # (controller, window) pairs whose `update` `Controller.compile` has compiled in this process.
 _COMPILED: set[tuple[Controller, int]] = set()
