@@ -3,7 +3,7 @@
 The reward-driven controller re-chooses the mixture of the paper's 96 objective configurations
 (7 classes) at each evaluation; `mixture.png` in the workdir shows the class weights and losses.
 
-Run (from the repo root; about 4-5 minutes on 2 CPU cores):
+Run (from the repo root; about 4-6 minutes on 2 CPU cores):
     python -m birdie_jax.main --config=configs/base.py --workdir=workdirs/base
 Variants (`--config=configs/base.py:<arg>`):
     ntp    the same model, causal, with next-token prediction only (the paper's baseline)
@@ -20,7 +20,7 @@ def get_config(arg: str | None = None):
   config = default_config()
   config.curriculum = "birdie"
   config.model.bidirectional = True
-  config.train.steps = 300              # ~4 min on 2 CPU cores
+  config.train.steps = 300              # 4-6 min on 2 CPU cores
   config.train.eval_every = 50          # validation loss every 50 steps
   config.checkpoint.every_steps = 100   # 3 checkpoints over the run
   config.controller.schedule_scale = 0.1  # evaluations at 1, 5, 25, 50, 100, 150, 200, 300
