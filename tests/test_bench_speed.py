@@ -56,6 +56,7 @@ def test_decode_bench(tmp_path):
   records = _records(results, "decode")
   assert [r["prompt_len"] for r in records] == [8, 32]
   assert all(r["ms_per_token"] > 0 and r["tokens_per_s"] > 0 for r in records)
+  assert all(r["layers"] == "loop" for r in records)  # the config's default, model.scan_layers off
   # Hawk's decoding state does not grow with the prompt.
   assert records[0]["cache_gb"] == records[1]["cache_gb"]
 

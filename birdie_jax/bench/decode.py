@@ -21,7 +21,7 @@ from birdie_jax.bench import harness
 from birdie_jax.bench.train import model_config
 from birdie_jax.models import build_model
 
-_COLUMNS = ("model", "prompt_len", "batch", "ms_per_token", "tokens_per_s", "cache_gb")
+_COLUMNS = ("model", "layers", "prompt_len", "batch", "ms_per_token", "tokens_per_s", "cache_gb")
 
 
 def _decode_loop(graphdef: nnx.GraphDef, new_tokens: int):
@@ -48,7 +48,8 @@ def _decode_loop(graphdef: nnx.GraphDef, new_tokens: int):
 
 def measure(spec: str, prompt_len: int, args) -> dict[str, Any]:
   """Per-token latency of `spec` after a `prompt_len`-token prompt."""
-  config = model_config(spec, bidirectional=False, scan_impl="auto", remat="none")
+  config = model_config(spec, bidirectional=False, scan_impl="auto", remat="none",
+                        scan_layers=args.layers == "scan")
   model = build_model(config.model, args.vocab, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(model)
   shape = (args.batch, prompt_len)
@@ -69,7 +70,7 @@ def measure(spec: str, prompt_len: int, args) -> dict[str, Any]:
     return out
 
   ms = harness.time_ms(generate, warmup=1, reps=args.reps)
-  return {"model": spec, "prompt_len": prompt_len, "batch": args.batch,
+  return {"model": spec, "layers": args.layers, "prompt_len": prompt_len, "batch": args.batch,
           "new_tokens": args.new_tokens, "ms_per_token": ms / args.new_tokens,
           "tokens_per_s": args.batch * args.new_tokens / (ms * 1e-3),
           "cache_gb": cache_bytes / 2**30}
@@ -85,6 +86,8 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--new_tokens", type=int, default=128, help="steps per timed loop")
   parser.add_argument("--vocab", type=int, default=32_000)
   parser.add_argument("--reps", type=int, default=3)
+  parser.add_argument("--layers", choices=("loop", "scan"), default="loop",
+                      help="model.scan_layers off (loop, the default) or on (scan)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
   rows = []
@@ -93,8 +96,8 @@ def main(argv: list[str]) -> None:
       try:
         rows.append(measure(spec, prompt_len, args))
       except jax.errors.JaxRuntimeError as error:  # out of memory at long prompts
-        rows.append({"model": spec, "prompt_len": prompt_len, "batch": args.batch,
-                     "error": str(error).splitlines()[0][:200]})
+        rows.append({"model": spec, "layers": args.layers, "prompt_len": prompt_len,
+                     "batch": args.batch, "error": str(error).splitlines()[0][:200]})
       harness.print_table(rows[-1:], _COLUMNS)
       harness.append_results(rows[-1:], "decode", argv, args.results)
   print()

@@ -34,7 +34,7 @@ _COLUMNS = ("model", "scan", "layers", "remat", "tokens_per_s", "mfu", "step_ms"
 
 
 def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
-                 scan_layers: bool = True):
+                 scan_layers: bool):
   """The config for `family:preset` (preset `rg`: the RecurrentGemma Hawk shape)."""
   family, preset = spec.split(":")
   config = default_config()
