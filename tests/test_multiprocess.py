@@ -9,7 +9,6 @@ checkpoint.
 """
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -32,7 +31,7 @@ from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
-from helpers import ROOT, tiny_config
+from helpers import ROOT, subprocess_env, tiny_config
 from models_helpers import fast_compile  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -71,11 +70,9 @@ def _run_workers(workdir, tmp_path) -> tuple[int, list[str]]:
   """Starts the workers, SIGTERMs process 1 once a step has trained on the controller's mixture;
   returns the step they stopped at and each worker's stdout (less Gloo's connection notes)."""
   port = _free_port()
-  env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",  # as the fast_compile fixture does here
-         # Set, but multi-process CPU runs turn it off (parallel/distributed.py): they hung on it.
-         "JAX_COMPILATION_CACHE_DIR": os.environ["JAX_COMPILATION_CACHE_DIR"]}
+  # The compilation cache is passed on, but multi-process CPU runs turn it off
+  # (parallel/distributed.py): they hung on it.
+  env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
   overrides = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
   workers, texts = [], []
   with contextlib.ExitStack() as stack:

@@ -42,8 +42,8 @@ def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
   reference = subprocess.Popen(_command(tmp_path / "reference"), cwd=ROOT, env=subprocess_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   workdir = tmp_path / "run"
-  victim = subprocess.Popen(_command(workdir), cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+  victim = subprocess.Popen(_command(workdir), cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 180
   while not (max(_logged(workdir), default=0) >= kill_after and _checkpoints(workdir)):
     assert victim.poll() is None, f"the run ended before step {kill_after}"
