@@ -1,5 +1,8 @@
 """`linear_scan(impl="pallas")`: the kernels (interpreted on CPU) against float64 and lax.scan."""
+import functools
+
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,6 +72,42 @@ def test_gradients_with_resets_match_lax_scan(tiling, reverse):
                   reverse, a, x, h0, w, v[:, 0])
   for got, want in zip(actual, expected, strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _pallas_operand_counts(fn, *args) -> list[int]:
+  """Operand counts of the pallas_calls in `fn`'s jaxpr (forward, then backward)."""
+  jaxpr = jax.make_jaxpr(fn)(*args)
+  counts = []
+
+  def visit(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "pallas_call":
+        counts.append(len(eqn.invars))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        visit(sub)
+
+  visit(jaxpr.jaxpr)
+  return counts
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("used", ["y", "h_last"])
+def test_gradients_without_h0_or_with_one_output_unused(reverse, used):
+  """No h0 and a loss of y alone (training) or of h_last alone: the zero state and the zero
+  cotangent are not passed to the kernels, and the gradients still match lax.scan's."""
+  a, x, _ = make_inputs(9, 2, LENGTH, 3)
+  a = a.at[:, [0, 17, 39]].set(0.0)
+  w, _, _ = make_inputs(10, 2, LENGTH, 3)
+
+  def loss(impl, a, x):
+    y, h_last = linear_scan(a, x, reverse=reverse, impl=impl)
+    return jnp.sum(y * w) if used == "y" else jnp.sum(h_last * w[:, 0])
+
+  grad = lambda impl: jax.grad(functools.partial(loss, impl), argnums=(0, 1))
+  for got, want in zip(grad("pallas")(a, x), grad("linear")(a, x), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Forward: a, x. Backward: a, y, g, plus g_last when h_last is used.
+  assert _pallas_operand_counts(grad("pallas"), a, x) == [2, 3 if used == "y" else 4]
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -127,17 +127,21 @@ def pallas_scan(a: jax.Array, x: jax.Array, h0: jax.Array | None = None, *, reve
   """
   platform = platform or jax.default_backend()
   tiling = tiling or default_tiling(platform)
-  batch, _, width = x.shape
-  h0 = jnp.zeros((batch, width), jnp.float32) if h0 is None else h0.astype(jnp.float32)
+  h0 = None if h0 is None else h0.astype(jnp.float32)
   return _scan(a, x, h0, reverse, (tiling, platform))
 
 
+# A missing `h0` and a symbolic-zero `h_last` cotangent (the usual training case) are left out of
+# the kernels' operands instead of passed as zero arrays: each would cost its own small XLA kernel
+# launch per call, a few per cent of a (8, 2048, 2048) scan.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _scan(a, x, h0, reverse, target):
   return _forward(a, x, h0, reverse, target)
 
 
 def _scan_fwd(a, x, h0, reverse, target):
+  a, x = a.value, x.value
+  h0 = None if h0 is None else h0.value
   y, h_last = _forward(a, x, h0, reverse, target)
   return (y, h_last), (a, y, h0)
 
@@ -145,10 +149,22 @@ def _scan_fwd(a, x, h0, reverse, target):
 def _scan_bwd(reverse, target, residuals, cotangents):
   a, y, h0 = residuals
   g, g_last = cotangents
-  return _backward(a, y, h0, g.astype(y.dtype), g_last.astype(jnp.float32), reverse, target)
+  g = _instantiate(g, y.dtype).astype(y.dtype)
+  g_last = None if _is_zero(g_last) else g_last.astype(jnp.float32)
+  da, dx, dh0 = _backward(a, y, h0, g, g_last, reverse, target)
+  return da, dx, None if h0 is None else dh0
 
 
-_scan.defvjp(_scan_fwd, _scan_bwd)
+def _is_zero(t) -> bool:
+  return isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
+def _instantiate(t, dtype: jnp.dtype) -> jax.Array:
+  """A symbolic-zero cotangent as a zero array (the kernels need `g` as an operand)."""
+  return jnp.zeros(t.shape, dtype) if _is_zero(t) else t
+
+
+_scan.defvjp(_scan_fwd, _scan_bwd, symbolic_zeros=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,13 +257,16 @@ def _forward(a, x, h0, reverse, target):
   time_block = (lambda s: nb - 1 - s) if reverse else (lambda s: s)
   rows = plan.rows_spec(time_block)
   state = plan.state_spec()
+  args = [plan.pad(a, 1.0, reverse), plan.pad(x, 0.0, reverse)]
+  if h0 is not None:
+    args.append(plan.pad_state(h0))
   kernel = functools.partial(_forward_kernel, reverse=reverse, tiling=plan.tiling)
   y, h_last = plan.call(
-      kernel, [rows, rows, state],
+      kernel, [rows, rows, state][:len(args)],
       [plan.out_shape(batch, x.dtype),
        jax.ShapeDtypeStruct((batch, 1, plan.padded_width), jnp.float32)],
       [rows, state], batch,
-  )(plan.pad(a, 1.0, reverse), plan.pad(x, 0.0, reverse), plan.pad_state(h0))
+  )(*args)
   return plan.unpad(y, reverse, x.dtype), plan.unpad_state(h_last)
 
 
@@ -258,9 +277,12 @@ def _backward(a, y, h0, g, g_last, reverse, target):
   time_block = (lambda s: s) if reverse else (lambda s: nb - 1 - s)
   rows = plan.rows_spec(time_block)
   state = plan.state_spec()
-  in_specs = [rows, rows, rows, state, state]
-  args = [plan.pad(a, 1.0, reverse), plan.pad(y, 0.0, reverse), plan.pad(g, 0.0, reverse),
-          plan.pad_state(h0), plan.pad_state(g_last)]
+  in_specs = [rows, rows, rows]
+  args = [plan.pad(a, 1.0, reverse), plan.pad(y, 0.0, reverse), plan.pad(g, 0.0, reverse)]
+  for h in (h0, g_last):
+    if h is not None:
+      in_specs.append(state)
+      args.append(plan.pad_state(h))
   if nb > 1:  # The state before each block's first row lives in the neighbouring block.
     per_block, last = plan.block_len // _EDGE_ROWS, plan.padded_len // _EDGE_ROWS - 1
     if reverse:
@@ -271,6 +293,7 @@ def _backward(a, y, h0, g, g_last, reverse, target):
                                  lambda b, d, s: (b, edge_block(s), d)))
     args.append(args[1])
   kernel = functools.partial(_backward_kernel, reverse=reverse, tiling=plan.tiling,
+                             has_h0=h0 is not None, has_g_last=g_last is not None,
                              has_edge=nb > 1)
   dx, da, dh0 = plan.call(
       kernel, in_specs,
@@ -340,12 +363,16 @@ def _sweep(load: Callable, update: Callable, carry, count: int, descending: bool
   return jax.lax.fori_loop(0, rest, single, carry) if rest else carry
 
 
-def _forward_kernel(a_ref, x_ref, h0_ref, y_ref, h_ref, *, reverse: bool, tiling: Tiling):
-  """One (rows, width) block of the forward scan; `h_ref` carries the state across blocks."""
+def _forward_kernel(a_ref, x_ref, *refs, reverse: bool, tiling: Tiling):
+  """One (rows, width) block of the forward scan; `h_ref` carries the state across blocks.
+
+  `refs` is `[h0_ref,] y_ref, h_ref`: without `h0_ref` the state starts at zero.
+  """
+  h0_ref, y_ref, h_ref = refs if len(refs) == 3 else (None, *refs)
 
   @pl.when(pl.program_id(2) == 0)
   def _():
-    h_ref[...] = h0_ref[...]
+    h_ref[...] = jnp.zeros(h_ref.shape, h_ref.dtype) if h0_ref is None else h0_ref[...]
 
   def update(h, values, t):
     a, x = values
@@ -359,25 +386,30 @@ def _forward_kernel(a_ref, x_ref, h0_ref, y_ref, h_ref, *, reverse: bool, tiling
   h_ref[...] = _sweep(load, update, h_ref[...], a_ref.shape[0], reverse, tiling)
 
 
-def _backward_kernel(a_ref, y_ref, g_ref, h0_ref, g_last_ref, *refs, reverse: bool,
-                     tiling: Tiling, has_edge: bool):
+def _backward_kernel(a_ref, y_ref, g_ref, *refs, reverse: bool, tiling: Tiling, has_h0: bool,
+                     has_g_last: bool, has_edge: bool):
   """One block of the backward scan (walking opposite to the forward); `dh0_ref` carries `c`.
 
-  `h_{t-1}` is the saved `y` one row back (`step_back`) from t, except for the block's last row
-  visited (`edge`), whose lives in the next block (`edge_ref`) or is `h0`: there the row read is
-  clamped into the block and its value replaced.
+  `refs` is `[h0_ref,] [g_last_ref,] [edge_ref,] dx_ref, da_ref, dh0_ref` (a missing `h0` or
+  `g_last` is zero). `h_{t-1}` is the saved `y` one row back (`step_back`) from t, except for the
+  block's last row visited (`edge`), whose lives in the next block (`edge_ref`) or is `h0`: there
+  the row read is clamped into the block and its value replaced.
   """
-  edge_ref, (dx_ref, da_ref, dh0_ref) = (refs[0] if has_edge else None), refs[-3:]
+  inputs, (dx_ref, da_ref, dh0_ref) = list(refs[:-3]), refs[-3:]
+  h0_ref = inputs.pop(0) if has_h0 else None
+  g_last_ref = inputs.pop(0) if has_g_last else None
+  edge_ref = inputs.pop(0) if has_edge else None
   rows = a_ref.shape[0]
   edge = rows - 1 if reverse else 0
-  h_edge = h0_ref[...]
+  state_shape = dh0_ref.shape
+  h_edge = h0_ref[...] if has_h0 else jnp.zeros(state_shape, jnp.float32)
   if has_edge:
     outside = edge_ref[pl.ds(0 if reverse else _EDGE_ROWS - 1, 1), :].astype(jnp.float32)
     h_edge = jnp.where(pl.program_id(2) == pl.num_programs(2) - 1, h_edge, outside)
 
   @pl.when(pl.program_id(2) == 0)
   def _():
-    dh0_ref[...] = g_last_ref[...]
+    dh0_ref[...] = g_last_ref[...] if has_g_last else jnp.zeros(state_shape, jnp.float32)
 
   def update(c, values, t):
     a, g, y_back = values
