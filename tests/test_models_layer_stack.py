@@ -94,3 +94,24 @@ def test_scanned_decoding_with_left_over_blocks_matches_parallel_forward():
   parallel, stepwise = (np.asarray(x) for x in run(state, batch))
   real = batch["segment_ids"] > 0
   np.testing.assert_allclose(stepwise[real], parallel[real], rtol=1e-4, atol=1e-4)
+
+
+def test_scanned_step_writes_new_keys_in_place_of_returning_caches():
+  """The scan over stacked layers returns each step's new keys and values, never a whole stacked
+  KV cache (which would copy every cache once per generated token)."""
+  model = _model("griffin", dict(CASES[1][1], attention_window=64), scan=True)
+  batch = {k: v[:, :8] for k, v in _rows().items()}
+  _, cache = jax.eval_shape(lambda: model.prefill(
+      batch["inputs"], segment_ids=batch["segment_ids"], positions=batch["positions"],
+      prefix_mask=batch["prefix_mask"], cache_len=64))
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache)
+  kv_shapes = {leaf.shape for group in cache["blocks"]["stacked"]
+               for name, leaf in group.items() if name in ("k", "v")}
+  assert kv_shapes and all(shape[2] == 64 for shape in kv_shapes)  # (layers, B, slots, K, H)
+  jaxpr = jax.make_jaxpr(model.step)(batch["inputs"][:, -1], cache)
+  scans = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "scan"]
+  assert len(scans) == 1
+  out_shapes = {v.aval.shape for v in scans[0].outvars}
+  assert not out_shapes & kv_shapes
+  stepped = jax.jit(model.step)(batch["inputs"][:, -1], cache)[1]
+  jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), stepped, cache)

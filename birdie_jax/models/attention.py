@@ -23,7 +23,8 @@ import ml_collections
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from birdie_jax.models.blocks import Cache, ResidualBlock, Segments, StepInfo
+from birdie_jax.models.blocks import (Cache, ResidualBlock, RingWrite, Segments, StepInfo,
+                                      update_cache)
 from birdie_jax.models.layers import MLP, as_dtype
 from birdie_jax.models.lm import mlp_hidden, mlp_params
 from birdie_jax.models.remat import ATTENTION_OUTPUT
@@ -137,15 +138,15 @@ class Attention(nnx.Module):
     return y, {"k": _to_ring(k, slots), "v": _to_ring(v, slots), "valid": _to_ring(valid, slots)}
 
   def step(self, x: jax.Array, cache: Cache, info: StepInfo) -> tuple[jax.Array, Cache]:
-    """One token (B, 1, D) at column `info.index`, attending to the valid cached slots."""
+    """One token (B, 1, D) at column `info.index`, attending to the valid cached slots; the
+    update is the token's key, value and validity for slot `index % R` (`RingWrite`s)."""
     q, k, v = self._qkv(x, info.positions)
     slot = info.index % cache["k"].shape[1]
-    k_cache = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), slot, 1)
-    v_cache = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), slot, 1)
-    valid = jax.lax.dynamic_update_slice_in_dim(
-        cache["valid"], jnp.ones((x.shape[0], 1), bool), slot, 1)
-    y = self._attend(q, k_cache, v_cache, valid[:, None, None, :])
-    return y, {"k": k_cache, "v": v_cache, "valid": valid}
+    write = {"k": RingWrite(k, slot), "v": RingWrite(v, slot),
+             "valid": RingWrite(jnp.ones((x.shape[0], 1), bool), slot)}
+    new = update_cache(cache, write)
+    y = self._attend(q, new["k"], new["v"], new["valid"][:, None, None, :])
+    return y, write
 
 
 def attention_block(cfg: ml_collections.ConfigDict, *, window: int,

@@ -3,7 +3,11 @@
 Every temporal mixer (RG-LRU block, Gated SSM, attention) has the same two methods:
   `__call__(x, seg, *, cache_len=None) -> (y, cache)`: the whole (B, L, D) row in parallel; with
       `cache_len` it also returns the decoding cache after the row's last position (else None).
-  `step(x, cache, info) -> (y, cache)`: one (B, 1, D) token continuing the last document.
+  `step(x, cache, info) -> (y, update)`: one (B, 1, D) token continuing the last document; the
+      update is the new cache, except that a leaf written one slot per token (attention's KV ring
+      buffer) comes back as a `RingWrite` of its new entries. `update_cache` applies it in place,
+      to one block's cache or to a stack of them after a scan over layers, so a decoding step
+      writes only the new keys and values instead of copying whole caches.
 """
 from __future__ import annotations
 
@@ -32,6 +36,27 @@ class StepInfo(NamedTuple):
   index: jax.Array
 
 
+class RingWrite(NamedTuple):
+  """New entries of a (B, R, ...) cache leaf: (B, 1, ...) `rows` for column `slot`."""
+  rows: jax.Array
+  slot: jax.Array
+
+
+def update_cache(cache: Cache, update: Cache, *, stacked: bool = False) -> Cache:
+  """`cache` after a `step`'s `update`: `RingWrite` leaves written at their slot, other leaves
+  replaced. With `stacked`, both have a leading layers axis (a stack of blocks' caches and the
+  stack's updates, as `lax.scan` returns them) and every layer's slot is the same."""
+
+  def apply(leaf: jax.Array, new: jax.Array | RingWrite) -> jax.Array:
+    if not isinstance(new, RingWrite):
+      return new
+    slot = new.slot[0] if stacked else new.slot
+    start = (0,) * stacked + (0, slot) + (0,) * (leaf.ndim - 2 - stacked)
+    return jax.lax.dynamic_update_slice(leaf, new.rows.astype(leaf.dtype), start)
+
+  return jax.tree.map(apply, cache, update)
+
+
 def bidirectional_layers(num_layers: int, bidirectional: bool, every: int) -> list[bool]:
   """Which of `num_layers` recurrent layers are bidirectional: layers 0, every, 2*every, ..."""
   return [bidirectional and i % every == 0 for i in range(num_layers)]
@@ -53,7 +78,7 @@ class ResidualBlock(nnx.Module):
     return self._mlp(x + y), cache
 
   def step(self, x: jax.Array, cache: Cache, info: StepInfo) -> tuple[jax.Array, Cache]:
-    """One token (B, 1, D) -> (B, 1, D) and the updated cache."""
+    """One token (B, 1, D) -> (B, 1, D) and the mixer's cache update (module doc)."""
     y, cache = self.mixer.step(self.mixer_norm(x), cache, info)
     return self._mlp(x + y), cache
 

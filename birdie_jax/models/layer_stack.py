@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from birdie_jax.models.blocks import Cache, ResidualBlock, Segments, StepInfo
+from birdie_jax.models.blocks import Cache, ResidualBlock, Segments, StepInfo, update_cache
 from birdie_jax.models.remat import remat_policy
 
 LAYERS_AXIS = "layers"  # the logical name of the stacked parameters' leading axis
@@ -127,24 +127,31 @@ class BlockStack(nnx.Module):
     return x, {"stacked": stacked, "tail": tail}
 
   def step(self, x: jax.Array, cache: Cache, info: StepInfo) -> tuple[jax.Array, Cache]:
-    """One token (B, 1, D) through every block, advancing each block's cache."""
+    """One token (B, 1, D) through every block, advancing each block's cache.
+
+    The scan over stacked layers reads their caches as inputs and returns only the blocks'
+    updates (new keys and values, small recurrent states), which are written into the stacked
+    caches after it, in place: returning whole caches from the scan would copy every one of
+    them once per token.
+    """
     stacked = None
     if self.stacked is not None:
       graphdefs, params = self._split_stacked()
 
       def body(x, layer):
         layer_params, layer_caches = layer
-        caches = []
+        updates = []
         for graphdef, p, c in zip(graphdefs, layer_params, layer_caches):
-          x, c = nnx.merge(graphdef, p).step(x, c, info)
-          caches.append(c)
-        return x, caches
+          x, update = nnx.merge(graphdef, p).step(x, c, info)
+          updates.append(update)
+        return x, updates
 
-      x, stacked = jax.lax.scan(body, x, (params, cache["stacked"]))
+      x, updates = jax.lax.scan(body, x, (params, cache["stacked"]))
+      stacked = [update_cache(c, u, stacked=True) for c, u in zip(cache["stacked"], updates)]
     tail = []
     for block, block_cache in zip(self.tail, cache["tail"]):
-      x, block_cache = block.step(x, block_cache, info)
-      tail.append(block_cache)
+      x, update = block.step(x, block_cache, info)
+      tail.append(update_cache(block_cache, update))
     return x, {"stacked": stacked, "tail": tail}
 
   def _split_stacked(self) -> tuple[list[nnx.GraphDef], list[Any]]:
