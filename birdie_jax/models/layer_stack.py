@@ -9,7 +9,9 @@ of the 1.4B and 7B models), and the numerics equal running the blocks one by one
 (or with fewer than two repeats) every block is stored and run on its own.
 
 Decoding caches follow the same layout: `{"stacked": [cache of group position j, leading axis
-repeats] or None, "tail": [cache per left-over block]}`.
+repeats] or None, "tail": [cache per left-over block]}`. A decoding step reads each stacked
+layer's cache as the scan's input and returns only its update (the token's keys and values, see
+`blocks.update_cache`), written into the stacked caches after the scan.
 """
 from __future__ import annotations
 
