@@ -1,5 +1,6 @@
 """`linear_scan(impl="pallas")`: the kernels (interpreted on CPU) against float64 and lax.scan."""
 import functools
+import re
 
 import jax
 import jax.extend
@@ -125,11 +126,14 @@ def test_mixed_dtypes_keep_each_cotangent_dtype(reverse):
 
 
 def test_tiling_specs_round_trip():
-  for spec in ("64x64x1", "256x8x1x256", "64x32x1p", "64x32x2b", "128x16x4bps3", "64x8x1x64s2"):
+  for spec in ("64x64x1", "256x8x1x256", "64x32x1p", "64x32x2b", "128x16x4bps3", "64x8x1x64s2",
+               "64x64x1bw2", "128x16x4bps3w8"):
     assert Tiling.parse(spec).spec() == spec
   assert Tiling.parse("64x32x1bps2") == Tiling(64, None, 32, 1, block_loads=True, prefetch=True,
                                                num_stages=2)
-  for bad in ("64x32", "64x32x1pb", "64x32x1s1", "64x032x1", "64x0x1", "64x32x1q"):
+  assert Tiling.parse("64x64x1bw2").backward_warps == 2
+  for bad in ("64x32", "64x32x1pb", "64x32x1s1", "64x032x1", "64x0x1", "64x32x1q", "64x32x1w1",
+              "64x32x1w2b"):
     with pytest.raises(ValueError, match="Bad tiling"):
       Tiling.parse(bad)
 
@@ -139,6 +143,7 @@ def test_tiling_specs_round_trip():
     ("gpu", "64x24x1b", "power-of-2 unroll"),
     ("tpu", "256x8x1x256p", "TPU tilings take none"),
     ("tpu", "256x8x1x256s2", "TPU tilings take none"),
+    ("tpu", "256x8x1x256w2", "TPU tilings take none"),
 ])
 def test_platform_rejects_tiling(platform, spec, message):
   a, x, _ = make_inputs(9, 1, 32, 2)
@@ -147,14 +152,16 @@ def test_platform_rejects_tiling(platform, spec, message):
 
 
 def test_triton_lowering_takes_gpu_options():
-  """Pallas lowers the kernels to Triton IR without a GPU (Triton itself compiles on the GPU)."""
+  """Pallas lowers the kernels to Triton IR without a GPU (Triton itself compiles on the GPU);
+  the backward kernel gets its own warp count."""
   a = jax.ShapeDtypeStruct((1, 10, 16), jnp.bfloat16)
-  tiling = Tiling.parse("16x4x1bps2")
+  tiling = Tiling.parse("16x4x1bps2w4")
   for reverse in (False, True):
     fn = lambda a, x: pallas_scan(a, x, reverse=reverse, tiling=tiling, platform="gpu")[0]
     grads = lambda a, x, g: jax.vjp(fn, a, x)[1](g)
-    assert "__gpu$xla.gpu.triton" in jax.jit(grads).trace(a, a, a).lower(
-        lowering_platforms=("cuda",)).as_text()
+    text = jax.jit(grads).trace(a, a, a).lower(lowering_platforms=("cuda",)).as_text()
+    assert "__gpu$xla.gpu.triton" in text
+    assert re.findall(r"num_warps = (\d+)", text) == ["1", "4"]  # forward, backward
 
 
 def test_length_one_and_zero():

@@ -12,7 +12,7 @@ while a group is computed. GPU tilings can change that (suffixes in `Tiling.pars
 the previous group's updates (see `_sweep`); reads past the sequence are clamped to its last
 group. `block_loads` (`b`) loads a group as one `(unroll, block_width)` block per tensor, split
 into rows in registers: fewer, wider memory instructions. `num_stages` (`sN`) is passed to
-Triton. TPU tilings take none of these. Rows left after the last whole group (`length % unroll`)
+Triton, and `backward_warps` (`wN`) gives the backward kernel its own warp count. TPU tilings take none of these. Rows left after the last whole group (`length % unroll`)
 go one per iteration.
 
 The grid is (batch, channel blocks, sequence blocks). On GPU (Triton) the whole sequence is one
@@ -50,7 +50,7 @@ _EDGE_ROWS = 16
 # `Tiling.parse`'s syntax.
 _N = r"[1-9][0-9]*"
 _SPEC = re.compile(rf"(?P<width>{_N})x(?P<unroll>{_N})x(?P<warps>{_N})(?:x(?P<len>{_N}))?"
-                   rf"(?P<b>b?)(?P<p>p?)(?:s(?P<stages>{_N}))?")
+                   rf"(?P<b>b?)(?P<p>p?)(?:s(?P<stages>{_N}))?(?:w(?P<bwarps>{_N}))?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,8 @@ class Tiling:
     prefetch: Software pipelining: issue the loads of each `unroll` rows before the updates of
       the previous ones (GPU only).
     num_stages: Triton's `num_stages` (GPU only).
+    backward_warps: Warps per program of the backward kernel, if not `num_warps` (Triton only):
+      the backward moves 5 tensors against the forward's 3.
   """
   block_width: int
   block_len: int | None
@@ -77,28 +79,33 @@ class Tiling:
   block_loads: bool = False
   prefetch: bool = False
   num_stages: int = 1
+  backward_warps: int | None = None
 
   @classmethod
   def parse(cls, spec: str) -> Tiling:
-    """`'WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES]'`, e.g. `'64x64x1'`, `'64x32x1bps2'`.
+    """`'WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES][wWARPS]'`, e.g. `'64x64x1'`, `'64x32x1ps2'`,
+    `'64x64x1bw2'`.
 
-    No `xLEN` puts the whole sequence in one grid step; `b` sets `block_loads`, `p` `prefetch`
-    and `sN` `num_stages` (default 1, never written), so `parse(s).spec() == s`.
+    No `xLEN` puts the whole sequence in one grid step; `b` sets `block_loads`, `p` `prefetch`,
+    `sN` `num_stages` (default 1, never written) and `wN` `backward_warps` (default WARPS, never
+    written), so `parse(s).spec() == s`.
     """
     match = _SPEC.fullmatch(spec)
-    if not match or match["stages"] == "1":
-      raise ValueError(f"Bad tiling {spec!r}: want WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES] "
-                       "(positive integers, STAGES > 1), e.g. 64x64x1 or 64x32x1ps2.")
+    if not match or match["stages"] == "1" or match["bwarps"] == match["warps"]:
+      raise ValueError(f"Bad tiling {spec!r}: want WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES]"
+                       "[wWARPS] (positive integers, STAGES > 1, backward WARPS unlike the "
+                       "forward's), e.g. 64x64x1 or 64x32x1ps2.")
     return cls(int(match["width"]), match["len"] and int(match["len"]), int(match["unroll"]),
                int(match["warps"]), bool(match["b"]), bool(match["p"]),
-               int(match["stages"] or 1))
+               int(match["stages"] or 1), match["bwarps"] and int(match["bwarps"]))
 
   def spec(self) -> str:
     """The inverse of `parse`."""
     parts = (self.block_width, self.unroll, self.num_warps) + (
         () if self.block_len is None else (self.block_len,))
     return ("x".join(map(str, parts)) + "b" * self.block_loads + "p" * self.prefetch
-            + (f"s{self.num_stages}" if self.num_stages != 1 else ""))
+            + (f"s{self.num_stages}" if self.num_stages != 1 else "")
+            + (f"w{self.backward_warps}" if self.backward_warps else ""))
 
 
 # Fastest measured on an H100 (experiments/benchmarks/README.md, 2026-12-06).
@@ -184,9 +191,11 @@ class _Plan:
     _, length, width = shape
     if tiling.block_len is not None and platform in _GPU_PLATFORMS:
       raise ValueError("Triton runs grid steps in parallel: GPU tilings need block_len=None.")
-    if platform == "tpu" and (tiling.block_loads or tiling.prefetch or tiling.num_stages != 1):
-      raise ValueError(f"Tiling {tiling.spec()}: block loads (b), prefetch (p) and num_stages "
-                       "(sN) are Triton options; TPU tilings take none of them.")
+    if platform == "tpu" and (tiling.block_loads or tiling.prefetch or tiling.num_stages != 1
+                              or tiling.backward_warps):
+      raise ValueError(f"Tiling {tiling.spec()}: block loads (b), prefetch (p), num_stages "
+                       "(sN) and backward warps (wN) are Triton options; TPU tilings take none "
+                       "of them.")
     if tiling.block_loads and platform in _GPU_PLATFORMS and tiling.unroll & (tiling.unroll - 1):
       raise ValueError(f"Tiling {tiling.spec()}: Triton block loads need a power-of-2 unroll.")
     if tiling.block_len is None:
@@ -238,13 +247,14 @@ class _Plan:
     return pl.BlockSpec((None, 1, self.tiling.block_width), lambda b, d, s: (b, 0, d))
 
   def call(self, kernel: Callable, in_specs: list, out_shapes: list, out_specs: list,
-           batch: int) -> Callable:
+           batch: int, *, backward: bool = False) -> Callable:
     """The `pallas_call` for this platform: Triton, Mosaic or (CPU) interpret mode."""
     params = None
     if self.platform == "tpu":
       params = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
     elif self.platform in _GPU_PLATFORMS:
-      params = plgpu.CompilerParams(num_warps=self.tiling.num_warps,
+      warps = (backward and self.tiling.backward_warps) or self.tiling.num_warps
+      params = plgpu.CompilerParams(num_warps=warps,
                                     num_stages=self.tiling.num_stages)
     return pl.pallas_call(kernel, grid=self.grid(batch), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shapes, compiler_params=params,
@@ -299,7 +309,7 @@ def _backward(a, y, h0, g, g_last, reverse, target):
       kernel, in_specs,
       [plan.out_shape(batch, y.dtype), plan.out_shape(batch, a.dtype),
        jax.ShapeDtypeStruct((batch, 1, plan.padded_width), jnp.float32)],
-      [rows, rows, state], batch,
+      [rows, rows, state], batch, backward=True,
   )(*args)
   return (plan.unpad(da, reverse, a.dtype), plan.unpad(dx, reverse, y.dtype),
           plan.unpad_state(dh0))
