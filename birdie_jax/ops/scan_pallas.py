@@ -108,8 +108,9 @@ class Tiling:
             + (f"w{self.backward_warps}" if self.backward_warps else ""))
 
 
-# Fastest measured on an H100 (experiments/benchmarks/README.md, 2026-12-06).
-GPU_TILING = Tiling(block_width=64, block_len=None, unroll=64, num_warps=1, block_loads=True)
+# Fastest measured on an H100 (experiments/benchmarks/README.md, sixth session, 2026-12-06).
+GPU_TILING = Tiling(block_width=64, block_len=None, unroll=64, num_warps=1, block_loads=True,
+                    backward_warps=4)
 TPU_TILING = Tiling(block_width=256, block_len=256, unroll=8)
 
 
