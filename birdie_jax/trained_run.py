@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 from typing import Any
 
 import ml_collections
@@ -19,14 +18,14 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.state import TrainSetup, make_train_setup
+from birdie_jax.workdir import as_path
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's config: `workdir/config.json` over the defaults (so older runs still load)."""
   path = os.path.join(workdir, "config.json")
   try:
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = json.loads(as_path(path).read_text(encoding="utf-8"))
   except OSError as e:
     raise ConfigError(f"cannot read {path} ({e.strerror}): is --workdir a training run?") from None
   config = default_config()
@@ -40,7 +39,7 @@ def load_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer
   trainer built it (which reads the training documents to find the cache key)."""
   tokenizer = config.data.tokenizer
   if tokenizer.kind == "sentencepiece" and not tokenizer.model_path:
-    cached = sorted(pathlib.Path(workdir, "tokenizer").glob("spm_*.model"))
+    cached = sorted(as_path(workdir).joinpath("tokenizer").glob("spm_*.model"))
     if len(cached) == 1:
       return SentencePieceTokenizer.load(cached[0])
     documents = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,

@@ -58,7 +58,7 @@ def commands(args: argparse.Namespace) -> list[tuple[str, list[list[str]]]]:
   steps = []
   if not args.no_install:
     steps.append(("install", [[sys.executable, "-m", "pip",
-                               *launchlib.pip_install_args(accelerator)]]))
+                               *launchlib.pip_install_args(accelerator, args.workdir or "")]]))
   if args.config:
     env = {"JAX_PLATFORMS": launchlib.PLATFORMS[accelerator]}
     steps.append(("train", [launchlib.train_command(sys.executable, args.config, args.workdir,

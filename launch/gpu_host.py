@@ -53,7 +53,7 @@ def commands(args: argparse.Namespace) -> list[tuple[str, list[list[str]]]]:
   steps = []
   if args.install:
     steps.append(("install", [[args.python, "-m", "venv", ".venv"],
-                              [".venv/bin/pip", *launchlib.pip_install_args(accelerator)]]))
+                              [".venv/bin/pip", *launchlib.pip_install_args(accelerator, args.workdir)]]))
   steps.append(("check", [["nvidia-smi", "-L"]]))
   steps.append(("train", [launchlib.train_command(".venv/bin/python", args.config, args.workdir,
                                                   args.overrides, env)]))

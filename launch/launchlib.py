@@ -28,9 +28,13 @@ def pinned_jax_version(requirements: pathlib.Path = REPO / "requirements.txt") -
   return match.group(1)
 
 
-def pip_install_args(accelerator: str) -> list[str]:
-  """`install ...` arguments for pip: the pinned requirements, this package, JAX's extra."""
-  args = ["install", "-q", "-r", "requirements.txt", "-e", "."]
+def pip_install_args(accelerator: str, workdir: str = "") -> list[str]:
+  """`install ...` arguments for pip: the pinned requirements (with requirements-gcs.txt for a
+  `gs://` workdir), this package, JAX's extra."""
+  args = ["install", "-q", "-r", "requirements.txt"]
+  if workdir.startswith("gs://"):
+    args += ["-r", "requirements-gcs.txt"]
+  args += ["-e", "."]
   extra = JAX_EXTRAS[accelerator]
   if extra:
     args.append(f"jax[{extra}]=={pinned_jax_version()}")

@@ -9,7 +9,8 @@ Usage (from the repo root; needs the gcloud CLI, authenticated, except for --dry
 Stages (`--stages`, comma-separated; default all, in this order):
     create   gcloud compute tpus tpu-vm create (runtime image per generation, or --version)
     copy     tar the working tree (no .git, .venv, workdirs) and scp it to every worker
-    install  on every worker: Python 3.11, a venv, requirements.txt, this package, jax[tpu]
+    install  on every worker: Python 3.11, a venv, requirements.txt (and requirements-gcs.txt
+             for a gs:// workdir), this package, jax[tpu]
     run      on every worker, detached: python -m birdie_jax.main (each host joins the run
              through JAX's Cloud TPU detection); output to ~/birdie_jax/run.log
     logs     stream worker 0's run.log until training ends; exits with training's status
@@ -86,7 +87,7 @@ def tarball(args: argparse.Namespace) -> str:
 
 def install_script(args: argparse.Namespace) -> str:
   """Every worker: Python, the unpacked code, a venv with the pinned requirements and libtpu."""
-  pip = shlex.join([".venv/bin/pip", *launchlib.pip_install_args("tpu")])
+  pip = shlex.join([".venv/bin/pip", *launchlib.pip_install_args("tpu", args.workdir)])
   return " && ".join([
       "sudo apt-get -qq update",
       f"sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y {args.python} "

@@ -67,7 +67,8 @@ def test_tpu_vm_dry_run_prints_every_gcloud_stage(tmp_path):
                           "--worker=all"] + zone
   (install,) = stages["install"]
   assert install[:7] == tpu_vm + ["ssh", "bd-1", "--worker=all"] and install[-2:] == zone
-  assert (f".venv/bin/pip install -q -r requirements.txt -e . 'jax[tpu]=={JAX_PIN}'"
+  assert (".venv/bin/pip install -q -r requirements.txt -r requirements-gcs.txt -e . "
+          f"'jax[tpu]=={JAX_PIN}'"
           in remote(install))
   assert "python3.11 -m venv .venv" in remote(install)
   (run,) = stages["run"]
@@ -146,6 +147,10 @@ def test_gpu_host_dry_run_single_and_multi_host(tmp_path):
   (train,) = commands(out)["train"]
   assert train[:6] == ["env", "JAX_PLATFORMS=cuda", "JAX_COORDINATOR_ADDRESS=10.0.0.1:1234",
                        "JAX_NUM_PROCESSES=4", "JAX_PROCESS_ID=3", ".venv/bin/python"]
+  out = launch(tmp_path, "gpu_host.py", f"--config={CONFIG}", "--workdir=gs://b/h", "--install",
+               "--dry-run").stdout  # a gs:// workdir brings the packages that write there
+  assert commands(out)["install"][1][:7] == [".venv/bin/pip", "install", "-q", "-r",
+                                             "requirements.txt", "-r", "requirements-gcs.txt"]
   result = launch(tmp_path, "gpu_host.py", f"--config={CONFIG}", "--workdir=w",
                   "--num-processes=2", "--dry-run", check=False)
   assert result.returncode == 2 and "--coordinator" in result.stderr

@@ -13,6 +13,7 @@ import numpy as np
 
 from birdie_jax.controller.reward import class_means
 from birdie_jax.controller.state import ControllerState
+from birdie_jax.workdir import save_figure
 
 
 def mixture_history(state: ControllerState, class_of_config: np.ndarray
@@ -47,5 +48,5 @@ def plot_mixture(state: ControllerState, class_of_config: np.ndarray,
   for ax in (top, bottom):
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  save_figure(fig, path)
   plt.close(fig)

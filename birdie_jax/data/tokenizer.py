@@ -12,9 +12,7 @@ import io
 import json
 import math
 import os
-import pathlib
 import re
-import tempfile
 from typing import Any
 
 from absl import logging
@@ -24,6 +22,7 @@ import sentencepiece as spm
 from birdie_jax.data import special_tokens
 from birdie_jax.data.documents import newline_chunks
 from birdie_jax.errors import ConfigError
+from birdie_jax.workdir import as_path, write_atomic
 
 SAMPLE_CHARS = 3_000_000  # characters of training documents the BPE model is trained on
 _MAX_DOC_CHARS = 100_000  # at most this much of one document goes into the sample
@@ -135,7 +134,7 @@ class SentencePieceTokenizer(Tokenizer):
   def load(cls, path: str | os.PathLike[str]) -> SentencePieceTokenizer:
     """Loads a user-given `.model` file; ConfigError if unreadable or lacking the specials."""
     try:
-      proto = pathlib.Path(path).expanduser().read_bytes()
+      proto = as_path(path).read_bytes()
     except OSError as e:
       raise ConfigError(f"cannot read tokenizer model {path}: {e.strerror}") from None
     return cls(proto, origin=str(path))
@@ -199,15 +198,6 @@ def _cache_key(sample: Sequence[str], vocab_size: int) -> str:
   return h.hexdigest()[:20]
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-  """Writes `data` to a temporary file beside `path`, then renames it into place."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
-                                   delete=False) as f:
-    f.write(data)
-  os.replace(f.name, path)
-
-
 def train_sentencepiece(documents: Sequence[str], *, vocab_size: int,
                         cache_dir: str | os.PathLike[str],
                         sample_chars: int = SAMPLE_CHARS) -> SentencePieceTokenizer:
@@ -219,7 +209,7 @@ def train_sentencepiece(documents: Sequence[str], *, vocab_size: int,
   if not sample:
     raise ConfigError("cannot train the tokenizer: the training documents are empty")
   key = _cache_key(sample, vocab_size)
-  path = pathlib.Path(cache_dir).expanduser() / "tokenizer" / f"spm_{key}.model"
+  path = as_path(cache_dir) / "tokenizer" / f"spm_{key}.model"
   if path.exists():
     return SentencePieceTokenizer(path.read_bytes(), origin=str(path))
   model = io.BytesIO()
@@ -230,7 +220,7 @@ def train_sentencepiece(documents: Sequence[str], *, vocab_size: int,
   except RuntimeError as e:
     raise ConfigError(f"sentencepiece training failed (vocab_size {vocab_size}): {e}") from None
   try:
-    _atomic_write(path, model.getvalue())
+    write_atomic(path, model.getvalue())
   except OSError as e:
     raise ConfigError(f"cannot write the tokenizer cache {path}: {e.strerror}") from None
   tokenizer = SentencePieceTokenizer(model.getvalue(), origin=str(path))

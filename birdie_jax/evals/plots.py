@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from birdie_jax.workdir import save_figure
+
 if TYPE_CHECKING:
   from birdie_jax.evals.report import TaskResult
 
@@ -37,5 +39,5 @@ def plot_task(series: Mapping[str, TaskResult], path: str | os.PathLike, *,
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  save_figure(fig, path)
   plt.close(fig)

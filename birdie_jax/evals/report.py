@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from birdie_jax.evals import plots
+from birdie_jax.workdir import as_path, write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,21 +91,16 @@ class Report:
 
   def write(self, directory: str) -> None:
     """Writes `<step>.json`, `<step>.md` and a `<step>-<task>.png` per task into `directory`."""
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.join(directory, str(self.step))
-    with open(base + ".json.tmp", "w", encoding="utf-8") as f:
-      json.dump(self.to_json(), f, indent=1)
-    os.replace(base + ".json.tmp", base + ".json")
-    with open(base + ".md", "w", encoding="utf-8") as f:
-      f.write(self.markdown())
+    base = os.path.join(os.fspath(directory), str(self.step))
+    write_atomic(base + ".json", json.dumps(self.to_json(), indent=1))
+    write_atomic(base + ".md", self.markdown())
     for name, result in self.tasks.items():
       plots.plot_task({f"step {self.step}": result}, f"{base}-{name}.png")
 
 
 def read_report(path: str) -> Report:
   """The report stored at `path` (a `<step>.json`)."""
-  with open(path, encoding="utf-8") as f:
-    return Report.from_json(json.load(f))
+  return Report.from_json(json.loads(as_path(path).read_text(encoding="utf-8")))
 
 
 def _number(value: float) -> str:

@@ -39,6 +39,7 @@ from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
+from birdie_jax.workdir import as_path, write_atomic
 
 
 def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
@@ -88,7 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                             text_field=config.data.text_field)
   if skipped_note(train_docs.stats):
     log_warning(f"data source {config.data.source}: {skipped_note(train_docs.stats)}")
-  os.makedirs(workdir, exist_ok=True)
+  as_path(workdir).mkdir(parents=True, exist_ok=True)
   tokenizer = build_tokenizer(config.data, train_docs, cache_dir=workdir)
   mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=config.train.seq_len,
                          length_scale=config.data.length_scale,
@@ -97,8 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
              else None)
   setup = make_train_setup(config, tokenizer.vocab_size, mesh)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
     print(f"{config.model.family}: {setup.num_params:,} parameters | vocab "
           f"{tokenizer.vocab_size} | mesh {dict(mesh.shape)} | {jax.device_count()} devices",
           flush=True)

@@ -9,34 +9,67 @@ from collections.abc import Mapping
 
 import jax
 
+from birdie_jax.workdir import as_path, is_remote, write_atomic
+
 
 class MetricsWriter:
-  """Appends one JSON object per logged step to `metrics.jsonl` and mirrors scalars to TensorBoard."""
+  """Appends one JSON object per logged step to `metrics.jsonl` and mirrors scalars to TensorBoard.
+
+  Object storage (a `gs://` workdir) has no appends: there the rows are kept in memory and the
+  file is rewritten whole at each write (a few MB over a long run).
+  """
 
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
     self._path = os.path.join(workdir, "metrics.jsonl")
+    self._remote = is_remote(workdir)
+    self._text = ""
     self._tb = None
     if self._active:
-      _drop_partial_line(self._path)
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if self._remote:
+        path = as_path(self._path)
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        self._text = text[:text.rfind("\n") + 1]
+      else:
+        _drop_partial_line(self._path)
+      self._tb = _summary_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     """Records `scalars` at `step`."""
     if not self._active:
       return
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    with open(self._path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(row) + "\n")
-    for name, value in scalars.items():
-      self._tb.add_scalar(name, float(value), int(step))
-    self._tb.flush()
+    line = json.dumps(row) + "\n"
+    if self._remote:
+      self._text += line
+      write_atomic(self._path, self._text)
+    else:
+      with open(self._path, "a", encoding="utf-8") as f:
+        f.write(line)
+    if self._tb is not None:
+      for name, value in scalars.items():
+        self._tb.add_scalar(name, float(value), int(step))
+      self._tb.flush()
 
   def close(self) -> None:
     """Flushes and closes TensorBoard."""
     if self._tb is not None:
       self._tb.close()
+
+
+def _summary_writer(logdir: str):
+  """tensorboardX's writer; None (with a warning) for a `gs://` folder without the
+  google-cloud-storage package that tensorboardX writes there with."""
+  if is_remote(logdir):
+    try:
+      import google.cloud.storage  # noqa: F401  pylint: disable=g-import-not-at-top
+    except ImportError:
+      log_warning(f"no TensorBoard events in {logdir}: tensorboardX needs the "
+                  "google-cloud-storage package for gs:// folders (metrics.jsonl has every "
+                  "scalar)")
+      return None
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter(logdir)
 
 
 def _drop_partial_line(path: str) -> None:

@@ -1,0 +1,45 @@
+"""A run's files (config, metrics, evaluation reports, plots, tokenizer cache) in a local folder or
+in object storage (`gs://...`, the shared workdir of a multi-host TPU run), through etils.epath
+as Orbax's checkpoints are. Object stores have no appends and no renames that are atomic, but an
+object written in one piece appears whole, so `write_atomic` writes locally through a renamed
+temporary file and remotely in one piece.
+"""
+from __future__ import annotations
+
+import io
+import os
+import uuid
+
+from etils import epath
+
+
+def as_path(location: str | os.PathLike[str]) -> epath.Path:
+  """`location` as an epath (`~` expanded for local paths)."""
+  location = os.fspath(location)
+  return epath.Path(location if is_remote(location) else os.path.expanduser(location))
+
+
+def is_remote(location: str | os.PathLike[str]) -> bool:
+  """Whether `location` names object storage (`scheme://...`) rather than a local path."""
+  return "://" in os.fspath(location)
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+  """Writes `data` so that readers see the old file or the new one, never a part (parent folders
+  are made)."""
+  path = as_path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  payload = data.encode("utf-8") if isinstance(data, str) else data
+  if is_remote(path):
+    path.write_bytes(payload)
+    return
+  temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+  temporary.write_bytes(payload)
+  os.replace(temporary, path)
+
+
+def save_figure(figure, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
+  """Writes a matplotlib figure as a PNG with `write_atomic`."""
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=dpi)
+  write_atomic(path, buffer.getvalue())
