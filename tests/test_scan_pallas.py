@@ -1,4 +1,5 @@
 """`linear_scan(impl="pallas")`: the kernels (interpreted on CPU) against float64 and lax.scan."""
+import dataclasses
 import functools
 import re
 
@@ -17,11 +18,11 @@ from test_scan import make_inputs, reference_scan
 # count that leaves an unroll tail. Then the GPU options on the 40 rows: prefetch over 13 groups
 # of 3 (an odd count) and a tail of 1; block loads in 5 groups of 8; both in 2 groups of 16 and a
 # tail of 8; both in one group of 40 (its loads repeated); prefetch with a group longer than the
-# sequence (tail only).
+# sequence (tail only); a forward and a backward tiling of different widths and groups.
 _BLOCKED = pytest.param(Tiling(block_width=2, block_len=16, unroll=3), marks=pytest.mark.skipif(
     jax.default_backend() == "gpu", reason="sequence blocks are TPU-only"))
 TILINGS = (None, _BLOCKED, Tiling(4, None, 4), *map(Tiling.parse, (
-    "4x3x1p", "4x8x1b", "4x16x1bps2", "4x40x1bp", "4x64x1p")))
+    "4x3x1p", "4x8x1b", "4x16x1bps2", "4x40x1bp", "4x64x1p", "2x8x1bp/4x3x1b")))
 LENGTH = 40
 
 
@@ -127,13 +128,15 @@ def test_mixed_dtypes_keep_each_cotangent_dtype(reverse):
 
 def test_tiling_specs_round_trip():
   for spec in ("64x64x1", "256x8x1x256", "64x32x1p", "64x32x2b", "128x16x4bps3", "64x8x1x64s2",
-               "64x64x1bw2", "128x16x4bps3w8"):
+               "64x32x2bp/64x64x4b", "128x16x4bps3/64x8x1x64s2"):
     assert Tiling.parse(spec).spec() == spec
   assert Tiling.parse("64x32x1bps2") == Tiling(64, None, 32, 1, block_loads=True, prefetch=True,
                                                num_stages=2)
-  assert Tiling.parse("64x64x1bw2").backward_warps == 2
-  for bad in ("64x32", "64x32x1pb", "64x32x1s1", "64x032x1", "64x0x1", "64x32x1q", "64x32x1w1",
-              "64x32x1w2b"):
+  split = Tiling.parse("64x32x2bp/64x64x4b")
+  assert split.for_backward() == Tiling(64, None, 64, 4, block_loads=True)
+  assert split == dataclasses.replace(Tiling.parse("64x32x2bp"), backward=split.for_backward())
+  for bad in ("64x32", "64x32x1pb", "64x32x1s1", "64x032x1", "64x0x1", "64x32x1q", "64x32x1/",
+              "64x32x1/64x32x1", "64x32x1/64x8x1/64x4x1", "64x32x1/64x8x1s1"):
     with pytest.raises(ValueError, match="Bad tiling"):
       Tiling.parse(bad)
 
@@ -143,7 +146,8 @@ def test_tiling_specs_round_trip():
     ("gpu", "64x24x1b", "power-of-2 unroll"),
     ("tpu", "256x8x1x256p", "TPU tilings take none"),
     ("tpu", "256x8x1x256s2", "TPU tilings take none"),
-    ("tpu", "256x8x1x256w2", "TPU tilings take none"),
+    ("tpu", "256x8x1x256/256x8x1x256p", "TPU tilings take none"),  # the backward's, at once
+    ("gpu", "64x32x1/64x24x1b", "power-of-2 unroll"),
 ])
 def test_platform_rejects_tiling(platform, spec, message):
   a, x, _ = make_inputs(9, 1, 32, 2)
@@ -155,7 +159,7 @@ def test_triton_lowering_takes_gpu_options():
   """Pallas lowers the kernels to Triton IR without a GPU (Triton itself compiles on the GPU);
   the backward kernel gets its own warp count."""
   a = jax.ShapeDtypeStruct((1, 10, 16), jnp.bfloat16)
-  tiling = Tiling.parse("16x4x1bps2w4")
+  tiling = Tiling.parse("16x4x1bps2/16x4x4b")
   for reverse in (False, True):
     fn = lambda a, x: pallas_scan(a, x, reverse=reverse, tiling=tiling, platform="gpu")[0]
     grads = lambda a, x, g: jax.vjp(fn, a, x)[1](g)

@@ -12,7 +12,8 @@ while a group is computed. GPU tilings can change that (suffixes in `Tiling.pars
 the previous group's updates (see `_sweep`); reads past the sequence are clamped to its last
 group. `block_loads` (`b`) loads a group as one `(unroll, block_width)` block per tensor, split
 into rows in registers: fewer, wider memory instructions. `num_stages` (`sN`) is passed to
-Triton, and `backward_warps` (`wN`) gives the backward kernel its own warp count. TPU tilings take none of these. Rows left after the last whole group (`length % unroll`)
+Triton. TPU tilings take none of these. A tiling may give the backward kernel its own tiling
+(`FORWARD/BACKWARD` specs): it moves 5 tensors to the forward's 3 and likes other settings. Rows left after the last whole group (`length % unroll`)
 go one per iteration.
 
 The grid is (batch, channel blocks, sequence blocks). On GPU (Triton) the whole sequence is one
@@ -50,7 +51,7 @@ _EDGE_ROWS = 16
 # `Tiling.parse`'s syntax.
 _N = r"[1-9][0-9]*"
 _SPEC = re.compile(rf"(?P<width>{_N})x(?P<unroll>{_N})x(?P<warps>{_N})(?:x(?P<len>{_N}))?"
-                   rf"(?P<b>b?)(?P<p>p?)(?:s(?P<stages>{_N}))?(?:w(?P<bwarps>{_N}))?")
+                   rf"(?P<b>b?)(?P<p>p?)(?:s(?P<stages>{_N}))?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +70,7 @@ class Tiling:
     prefetch: Software pipelining: issue the loads of each `unroll` rows before the updates of
       the previous ones (GPU only).
     num_stages: Triton's `num_stages` (GPU only).
-    backward_warps: Warps per program of the backward kernel, if not `num_warps` (Triton only):
-      the backward moves 5 tensors against the forward's 3.
+    backward: The backward kernel's tiling, if not this one (its own `backward` unset).
   """
   block_width: int
   block_len: int | None
@@ -79,25 +79,26 @@ class Tiling:
   block_loads: bool = False
   prefetch: bool = False
   num_stages: int = 1
-  backward_warps: int | None = None
+  backward: Tiling | None = None
 
   @classmethod
   def parse(cls, spec: str) -> Tiling:
-    """`'WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES][wWARPS]'`, e.g. `'64x64x1'`, `'64x32x1ps2'`,
-    `'64x64x1bw2'`.
+    """`'WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES]'`, e.g. `'64x64x1'`, `'64x32x1ps2'`, optionally
+    followed by `/` and the backward kernel's own spec, e.g. `'64x32x2bp/64x64x4b'`.
 
-    No `xLEN` puts the whole sequence in one grid step; `b` sets `block_loads`, `p` `prefetch`,
-    `sN` `num_stages` (default 1, never written) and `wN` `backward_warps` (default WARPS, never
-    written), so `parse(s).spec() == s`.
+    No `xLEN` puts the whole sequence in one grid step; `b` sets `block_loads`, `p` `prefetch`
+    and `sN` `num_stages` (default 1, never written), so `parse(s).spec() == s`.
     """
-    match = _SPEC.fullmatch(spec)
-    if not match or match["stages"] == "1" or match["bwarps"] == match["warps"]:
-      raise ValueError(f"Bad tiling {spec!r}: want WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES]"
-                       "[wWARPS] (positive integers, STAGES > 1, backward WARPS unlike the "
-                       "forward's), e.g. 64x64x1 or 64x32x1ps2.")
-    return cls(int(match["width"]), match["len"] and int(match["len"]), int(match["unroll"]),
-               int(match["warps"]), bool(match["b"]), bool(match["p"]),
-               int(match["stages"] or 1), match["bwarps"] and int(match["bwarps"]))
+    forward, slash, backward = spec.partition("/")
+    tilings = [_SPEC.fullmatch(part) for part in (forward, backward)[:1 + bool(slash)]]
+    if not all(tilings) or any(m["stages"] == "1" for m in tilings) or backward == forward:
+      raise ValueError(f"Bad tiling {spec!r}: want WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES], "
+                       "then optionally /BACKWARD (a different one), with positive integers and "
+                       "STAGES > 1, e.g. 64x64x1, 64x32x1ps2 or 64x32x2bp/64x64x4b.")
+    forward, *backward = (cls(int(m["width"]), m["len"] and int(m["len"]), int(m["unroll"]),
+                              int(m["warps"]), bool(m["b"]), bool(m["p"]),
+                              int(m["stages"] or 1)) for m in tilings)
+    return dataclasses.replace(forward, backward=backward[0]) if backward else forward
 
   def spec(self) -> str:
     """The inverse of `parse`."""
@@ -105,12 +106,15 @@ class Tiling:
         () if self.block_len is None else (self.block_len,))
     return ("x".join(map(str, parts)) + "b" * self.block_loads + "p" * self.prefetch
             + (f"s{self.num_stages}" if self.num_stages != 1 else "")
-            + (f"w{self.backward_warps}" if self.backward_warps else ""))
+            + (f"/{self.backward.spec()}" if self.backward else ""))
+
+  def for_backward(self) -> Tiling:
+    """The backward kernel's tiling."""
+    return self.backward or self
 
 
 # Fastest measured on an H100 (experiments/benchmarks/README.md, sixth session, 2026-12-06).
-GPU_TILING = Tiling(block_width=64, block_len=None, unroll=64, num_warps=1, block_loads=True,
-                    backward_warps=4)
+GPU_TILING = Tiling.parse("64x32x2bp/64x64x4b")
 TPU_TILING = Tiling(block_width=256, block_len=256, unroll=8)
 
 
@@ -190,13 +194,13 @@ class _Plan:
   def make(cls, shape: tuple[int, ...], target: tuple[Tiling, str]) -> _Plan:
     tiling, platform = target
     _, length, width = shape
+    if tiling.backward is not None:  # checked with the forward, so that errors come at once
+      cls.make(shape, (tiling.backward, platform))
     if tiling.block_len is not None and platform in _GPU_PLATFORMS:
       raise ValueError("Triton runs grid steps in parallel: GPU tilings need block_len=None.")
-    if platform == "tpu" and (tiling.block_loads or tiling.prefetch or tiling.num_stages != 1
-                              or tiling.backward_warps):
-      raise ValueError(f"Tiling {tiling.spec()}: block loads (b), prefetch (p), num_stages "
-                       "(sN) and backward warps (wN) are Triton options; TPU tilings take none "
-                       "of them.")
+    if platform == "tpu" and (tiling.block_loads or tiling.prefetch or tiling.num_stages != 1):
+      raise ValueError(f"Tiling {tiling.spec()}: block loads (b), prefetch (p) and num_stages "
+                       "(sN) are Triton options; TPU tilings take none of them.")
     if tiling.block_loads and platform in _GPU_PLATFORMS and tiling.unroll & (tiling.unroll - 1):
       raise ValueError(f"Tiling {tiling.spec()}: Triton block loads need a power-of-2 unroll.")
     if tiling.block_len is None:
@@ -248,14 +252,13 @@ class _Plan:
     return pl.BlockSpec((None, 1, self.tiling.block_width), lambda b, d, s: (b, 0, d))
 
   def call(self, kernel: Callable, in_specs: list, out_shapes: list, out_specs: list,
-           batch: int, *, backward: bool = False) -> Callable:
+           batch: int) -> Callable:
     """The `pallas_call` for this platform: Triton, Mosaic or (CPU) interpret mode."""
     params = None
     if self.platform == "tpu":
       params = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
     elif self.platform in _GPU_PLATFORMS:
-      warps = (backward and self.tiling.backward_warps) or self.tiling.num_warps
-      params = plgpu.CompilerParams(num_warps=warps,
+      params = plgpu.CompilerParams(num_warps=self.tiling.num_warps,
                                     num_stages=self.tiling.num_stages)
     return pl.pallas_call(kernel, grid=self.grid(batch), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shapes, compiler_params=params,
@@ -282,7 +285,8 @@ def _forward(a, x, h0, reverse, target):
 
 
 def _backward(a, y, h0, g, g_last, reverse, target):
-  plan = _Plan.make(y.shape, target)
+  tiling, platform = target
+  plan = _Plan.make(y.shape, (tiling.for_backward(), platform))
   batch, nb = y.shape[0], plan.num_blocks
   # The backward walks the blocks in the opposite order to the forward.
   time_block = (lambda s: s) if reverse else (lambda s: nb - 1 - s)
@@ -310,7 +314,7 @@ def _backward(a, y, h0, g, g_last, reverse, target):
       kernel, in_specs,
       [plan.out_shape(batch, y.dtype), plan.out_shape(batch, a.dtype),
        jax.ShapeDtypeStruct((batch, 1, plan.padded_width), jnp.float32)],
-      [rows, rows, state], batch, backward=True,
+      [rows, rows, state], batch,
   )(*args)
   return (plan.unpad(da, reverse, a.dtype), plan.unpad(dx, reverse, y.dtype),
           plan.unpad_state(dh0))
