@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from birdie_jax.data import embedded_corpus
+from birdie_jax.data import documents, embedded_corpus
 from birdie_jax.data.sources import load_documents
 from birdie_jax.errors import ConfigError
 
@@ -144,3 +144,19 @@ def test_tfds_source(tfds_dir, monkeypatch):
                             text_field="content")) == 30
   with pytest.raises(ConfigError, match="no feature 'text'"):
     load_documents("tfds:tiny_split", "train", val_fraction=0.2)
+
+
+@pytest.mark.parametrize("chunk", [1000, 1 << 22])
+def test_split_indices_in_chunks_match_the_hash_rule(monkeypatch, chunk):
+  """Chunked, int32: the same split as hashing every index at once (runs keep their splits)."""
+  monkeypatch.setattr(documents, "SPLIT_CHUNK", chunk)
+  n, fraction = 3_500, 0.1
+  ids = np.arange(n, dtype=np.uint64)
+  mixed = documents._splitmix64(ids)  # pylint: disable=protected-access
+  held_out = (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+  val = documents.split_indices(n, "validation", fraction)
+  train = documents.split_indices(n, "train", fraction)
+  assert val.dtype == train.dtype == np.int32
+  np.testing.assert_array_equal(val, np.flatnonzero(held_out))
+  np.testing.assert_array_equal(train, np.flatnonzero(~held_out))
+  assert 250 < len(val) < 450
