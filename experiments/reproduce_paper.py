@@ -42,6 +42,7 @@ from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.loop import train_and_evaluate
 from birdie_jax.train.metrics import log_progress
 from birdie_jax.trained_run import load_run
+from birdie_jax.workdir import write_atomic
 from experiments import results
 from experiments.budget import Budget
 from experiments.configs import common
@@ -66,9 +67,7 @@ def _read_json(path: str, default):
 
 
 def _write_json(path: str, value) -> None:
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1)
-  os.replace(path + ".tmp", path)
+  write_atomic(path, json.dumps(value, indent=1))
 
 
 def _latest_step(folder: str, config: ml_collections.ConfigDict) -> int:
