@@ -9,6 +9,7 @@ checkpoint.
 """
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -66,6 +67,20 @@ def _rows(workdir) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# Gloo prints "[Gloo] Rank R is connected to N peer ranks. Expected number of connected peer ranks
+# is : N" once per device, from concurrent threads, so its pieces can interleave across lines.
+_GLOO_PIECES = ("[Gloo] Rank ", " is connected to ",
+                " peer ranks. Expected number of connected peer ranks is : ")
+
+
+def _without_gloo_notes(text: str) -> str:
+  """`text` less Gloo's connection notes, also when several threads' notes interleave."""
+  for piece in _GLOO_PIECES:
+    text = text.replace(piece, "")
+  return "".join(line for line in text.splitlines(keepends=True)
+                 if not re.fullmatch(r"[\d\s]*", line))
+
+
 def _run_workers(workdir, tmp_path) -> tuple[int, list[str]]:
   """Starts the workers, SIGTERMs process 1 once a step has trained on the controller's mixture;
   returns the step they stopped at and each worker's stdout (less Gloo's connection notes)."""
@@ -104,8 +119,7 @@ def _run_workers(workdir, tmp_path) -> tuple[int, list[str]]:
       out.seek(0)
       err.seek(0)
       assert worker.returncode == 0, err.read()[-3000:]
-      texts.append("".join(line for line in out.read().splitlines(keepends=True)
-                           if not line.startswith("[Gloo]")))  # Gloo's connection notes
+      texts.append(_without_gloo_notes(out.read()))
   stops = [line for line in texts[0].splitlines() if line.startswith("SIGTERM: stopping after")]
   assert len(stops) == 1, texts[0]
   return int(stops[0].split()[4].rstrip(";")), texts
@@ -234,3 +248,12 @@ def test_distributed_settings_from_flags_environment_or_cluster():
     distributed.resolve("h:1", 2, 2, environ={})
   with pytest.raises(ConfigError, match="need --num_processes"):
     distributed.resolve("h:1", environ={})
+
+
+def test_gloo_notes_are_dropped_also_when_threads_interleave_them():
+  def note(rank: int) -> str:
+    return f"{_GLOO_PIECES[0]}{rank}{_GLOO_PIECES[1]}7{_GLOO_PIECES[2]}7\n"
+  interleaved = note(4)[:len(_GLOO_PIECES[0])] + note(5) + note(4)[len(_GLOO_PIECES[0]):]
+  ours = "SIGTERM: stopping after 5; 1 checkpoint\n"
+  assert _without_gloo_notes(note(6) + interleaved + ours + note(7)) == ours
+  assert _without_gloo_notes(interleaved + "loss 4.2\n") == "loss 4.2\n"
