@@ -27,10 +27,11 @@ class Documents(Sequence[str]):
 
   `base` may be a list or a lazily read sequence (TFDS array_record, the user's indexed files), so
   the texts are only fetched when indexed, and may then be '' (the packer skips those); the object
-  pickles into Grain worker processes.
+  pickles into Grain worker processes. `indices` is an array, a range, or for large sources a
+  `split_cache.MappedIndices`, which pickles as a path.
   """
 
-  def __init__(self, base: Sequence[str], indices: np.ndarray, stats: SourceStats):
+  def __init__(self, base: Sequence[str], indices: Sequence[int], stats: SourceStats):
     self._base = base
     self._indices = indices
     self.stats = stats

@@ -79,7 +79,7 @@ def _key(*parts: object) -> str:
 
 
 @contextlib.contextmanager
-def _atomic(path: pathlib.Path) -> Iterator[BinaryIO]:
+def atomic_file(path: pathlib.Path) -> Iterator[BinaryIO]:
   """A temporary file beside `path` that replaces it when the block ends without an exception."""
   with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
                                    delete=False) as f:
@@ -197,12 +197,12 @@ def _index_file(path: pathlib.Path, key: str, folder: pathlib.Path
       return str(target), cached["bounds"], cached["counts"].tolist()
   scan = _scan_jsonl if is_jsonl(path) else _scan_text
   try:
-    with _atomic(target) if target != path else contextlib.nullcontext() as copy:
+    with atomic_file(target) if target != path else contextlib.nullcontext() as copy:
       bounds, counts = scan(_chunks(path, copy))
   except _Unreadable:
     bounds, counts = np.zeros((0, 2), np.int64), dict(unreadable=1)
   counts = [counts.get(name, 0) for name in _COUNTS]
-  with _atomic(entry) as f:
+  with atomic_file(entry) as f:
     np.savez(f, bounds=bounds, counts=np.array(counts, np.int64))
   return str(target), bounds, counts
 
@@ -215,14 +215,14 @@ def _combine(paths: list[pathlib.Path], keys: list[str], folder: pathlib.Path, k
   sizes = [len(bounds) for _, bounds, _ in files]
   logging.info("Indexed %d files, %d documents, in %.1f s (cached in %s)", len(paths), sum(sizes),
                time.perf_counter() - begin, folder)
-  with _atomic(folder / f"{key}.npy") as f:
+  with atomic_file(folder / f"{key}.npy") as f:
     np.lib.format.write_array_header_1_0(f, dict(descr="<i8", fortran_order=False,
                                                  shape=(sum(sizes), 2)))
     for _, bounds, _ in files:
       f.write(np.ascontiguousarray(bounds, "<i8"))
   meta = dict(files=[target for target, _, _ in files], jsonl=[is_jsonl(p) for p in paths],
               sizes=sizes, counts=[sum(column) for column in zip(*[c for _, _, c in files])])
-  with _atomic(folder / f"{key}.json") as f:
+  with atomic_file(folder / f"{key}.json") as f:
     f.write(json.dumps(meta).encode())
 
 

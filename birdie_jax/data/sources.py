@@ -2,23 +2,22 @@
 
 Sources: 'embedded' (the Shakespeare passages shipped in the package), a path / directory / glob of
 the user's text or JSONL files, or `tfds:<name>[/<config>][:<version>]`. Validation documents are
-held out by a deterministic hash of the document index (`documents.split_indices`), unless a TFDS
-dataset has its own 'validation' split. Files and TFDS texts are read lazily, when indexed, and
-stay whole however long (the tokenizer encodes long texts in chunks and the packer cuts them into
-pieces); a text that turns out empty reads as '', which the packer skips.
+held out by a deterministic hash of the document index (`documents.split_indices`, memory-mapped
+for large sources by `split_cache`), unless a TFDS dataset has its own 'validation' split. Files
+and TFDS texts are read lazily, when indexed, and stay whole however long (the tokenizer encodes
+long texts in chunks and the packer cuts them into pieces); a text that turns out empty reads as
+'', which the packer skips.
 """
 from __future__ import annotations
 
 import os
-
-import numpy as np
 
 from birdie_jax.data import embedded_corpus
 from birdie_jax.data import file_source
 from birdie_jax.data import tfds_source
 from birdie_jax.data.documents import Documents
 from birdie_jax.data.documents import SourceStats
-from birdie_jax.data.documents import split_indices
+from birdie_jax.data.split_cache import split_index
 from birdie_jax.errors import ConfigError
 
 EMBEDDED = "embedded"
@@ -26,15 +25,15 @@ _PROBE = 1000  # documents of a split read, evenly spread, to find one with text
 
 
 def _load_tfds(source: str, split: str, val_fraction: float, text_field: str,
-               data_dir: str | None) -> Documents:
+               data_dir: str | None, cache_dir: str | os.PathLike[str]) -> Documents:
   """A TFDS split, read lazily; empty texts are left to the packer, which skips them."""
   builder = tfds_source.open_builder(source, data_dir)
   if "validation" in builder.info.splits:
     texts = tfds_source.split_texts(builder, split, text_field)
-    indices = np.arange(len(texts), dtype=np.int64)
+    indices = range(len(texts))
   else:
     texts = tfds_source.split_texts(builder, "train", text_field)
-    indices = split_indices(len(texts), split, val_fraction)
+    indices = split_index(len(texts), split, val_fraction, cache_dir)
   if not len(indices):
     raise ConfigError(f"the {split} split of {source} is empty")
   return Documents(texts, indices, SourceStats(documents=len(texts)))
@@ -73,8 +72,9 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
     val_fraction: share of documents held out for validation.
     text_field: the JSONL key or TFDS feature holding the text.
     tfds_data_dir: where prepared TFDS datasets live (default `$TFDS_DATA_DIR`).
-    cache_dir: where the index of a file source and decompressed copies of its compressed files
-      are cached (default `file_source.default_cache_dir()`: `$BIRDIE_JAX_CACHE_DIR/data_index`).
+    cache_dir: where the index of a file source, decompressed copies of its compressed files and
+      the split indices of large sources (`split_cache`) are cached (default
+      `file_source.default_cache_dir()`: `$BIRDIE_JAX_CACHE_DIR/data_index`).
 
   Files that are empty, blank or not UTF-8 and JSONL lines that are not UTF-8 or not a JSON object
   are skipped and counted in `.stats` (of the whole source, the same for both splits;
@@ -87,8 +87,9 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
   """
   if not source:
     raise ConfigError("data source is empty: use 'embedded', a path or glob, or tfds:<name>")
+  cache_dir = cache_dir or file_source.default_cache_dir()
   if source.startswith("tfds:"):
-    documents = _load_tfds(source, split, val_fraction, text_field, tfds_data_dir)
+    documents = _load_tfds(source, split, val_fraction, text_field, tfds_data_dir, cache_dir)
   else:
     if source == EMBEDDED:
       texts = embedded_corpus.passages()
@@ -98,6 +99,6 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
       if not texts:
         raise ConfigError(f"data source {source} has no non-empty UTF-8 document "
                           f"({skipped_note(stats) or 'no files read'})")
-    documents = Documents(texts, split_indices(len(texts), split, val_fraction), stats)
+    documents = Documents(texts, split_index(len(texts), split, val_fraction, cache_dir), stats)
   _check_has_text(documents, source, split, text_field)
   return documents
