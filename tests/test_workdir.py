@@ -69,9 +69,34 @@ def test_metrics_resume_in_object_storage(bucket, capsys):
     f.write('{"step": 3, "lo')  # a write cut short
   resumed = MetricsWriter(WORKDIR)
   resumed.write(3, {"loss": 1.5})
+  resumed.close()
   rows = [json.loads(line) for line in path.read_text().splitlines()]
   assert rows == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 1.5}]
   assert "google-cloud-storage" in capsys.readouterr().err  # TensorBoard skipped, said once
+
+
+def test_remote_metrics_are_uploaded_at_most_every_interval_and_at_each_flush(bucket):
+  path = bucket / "runs/hawk/metrics.jsonl"
+
+  def steps() -> list[int]:
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+  writer = MetricsWriter(WORKDIR, flush_every_s=3600.0)
+  writer.write(1, {"loss": 2.5})
+  writer.write(2, {"loss": 2.0})
+  assert not path.exists()  # no upload per logged step
+  writer.flush()  # as the loop does at each checkpoint
+  assert steps() == [1, 2]
+  stamp = path.stat().st_mtime_ns
+  writer.flush()
+  assert path.stat().st_mtime_ns == stamp  # nothing new: nothing rewritten
+  writer.write(3, {"loss": 1.5})
+  writer.close()
+  assert steps() == [1, 2, 3]
+  eager = MetricsWriter(WORKDIR, flush_every_s=0.0)
+  eager.write(4, {"loss": 1.0})
+  assert steps() == [1, 2, 3, 4]  # the interval has passed: written at once
+  eager.close()
 
 
 def test_reports_config_and_tokenizer_in_object_storage(bucket):

@@ -207,6 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if periodic or step == total or stop:
           checkpointer.save(step, state, data_iter, meta,
                             controller=None if control is None else control.state)
+          writer.flush()  # the rows up to a checkpoint are never lost (remote workdirs)
         if stop:
           log_progress(f"SIGTERM: stopping after step {step}; checkpoint written, the same "
                        "command resumes from it")

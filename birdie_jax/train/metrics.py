@@ -12,18 +12,29 @@ import jax
 from birdie_jax.workdir import as_path, is_remote, write_atomic
 
 
+# Seconds between rewrites of a remote metrics.jsonl (`MetricsWriter.flush` also runs at each
+# checkpoint and at the end, so a resumed run loses no row).
+REMOTE_FLUSH_S = 60.0
+
+
 class MetricsWriter:
   """Appends one JSON object per logged step to `metrics.jsonl` and mirrors scalars to TensorBoard.
 
   Object storage (a `gs://` workdir) has no appends: there the rows are kept in memory and the
-  file is rewritten whole at each write (a few MB over a long run).
+  whole file is rewritten by `flush`, which `write` calls at most every `flush_every_s` seconds
+  (an upload per logged step would stall training). The loop flushes at each checkpoint, so a
+  run killed outright loses only rows of steps after its last checkpoint, which the resumed run
+  logs again. A local file gets every row as it is written.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, *, flush_every_s: float = REMOTE_FLUSH_S):
     self._active = jax.process_index() == 0
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._remote = is_remote(workdir)
+    self._flush_every_s = flush_every_s
     self._text = ""
+    self._dirty = False
+    self._flushed_at = time.monotonic()
     self._tb = None
     if self._active:
       if self._remote:
@@ -40,19 +51,32 @@ class MetricsWriter:
       return
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     line = json.dumps(row) + "\n"
-    if self._remote:
-      self._text += line
-      write_atomic(self._path, self._text)
-    else:
-      with open(self._path, "a", encoding="utf-8") as f:
-        f.write(line)
     if self._tb is not None:
       for name, value in scalars.items():
         self._tb.add_scalar(name, float(value), int(step))
-      self._tb.flush()
+    if self._remote:
+      self._text += line
+      self._dirty = True
+      if time.monotonic() - self._flushed_at >= self._flush_every_s:
+        self.flush()
+    else:
+      with open(self._path, "a", encoding="utf-8") as f:
+        f.write(line)
+      if self._tb is not None:
+        self._tb.flush()
+
+  def flush(self) -> None:
+    """Writes out every row recorded so far (remote: rewrites metrics.jsonl if rows are new)."""
+    if self._active and self._dirty:
+      write_atomic(self._path, self._text)
+      if self._tb is not None:
+        self._tb.flush()
+      self._dirty = False
+    self._flushed_at = time.monotonic()
 
   def close(self) -> None:
-    """Flushes and closes TensorBoard."""
+    """Flushes the rows and closes TensorBoard."""
+    self.flush()
     if self._tb is not None:
       self._tb.close()
 
