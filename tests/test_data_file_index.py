@@ -155,16 +155,20 @@ def _scans(monkeypatch):
   return calls
 
 
-def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
+def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch, capsys):
   scans = _scans(monkeypatch)
   data, cache = tmp_path / "data", tmp_path / "cache"
   data.mkdir()
   (data / "a.jsonl.gz").write_bytes(gzip.compress(b'{"text": "one"}\n{"text": "two"}\n'))
   (data / "b.txt").write_text("three")
   assert list(_open(data, cache)[0]) == ["one", "two", "three"] and len(scans) == 2
+  said = capsys.readouterr().out.splitlines()  # a first indexing, which can take minutes, says so
+  assert said[0].startswith("data: indexing 2 files (") and str(cache.resolve()) in said[0]
+  assert said[1].startswith("data: indexed 3 documents in ") and len(said) == 2
   cached = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
   assert not [p for p in cached if p.suffix == ".tmp"]
   assert list(_open(data, cache)[0]) == ["one", "two", "three"] and len(scans) == 2
+  assert capsys.readouterr().out == ""  # a cached index is silent
   assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == cached
   (data / "b.txt").write_text("three, changed")
   os.utime(data / "b.txt", ns=(1, 1))  # a new mtime whatever the clock's resolution

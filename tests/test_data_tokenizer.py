@@ -92,7 +92,7 @@ def test_sentencepiece_compresses(spm_tokenizer, documents):
   assert len(documents[1]) / len(spm_tokenizer.encode(documents[1])) > 1.4
 
 
-def test_cache_is_reused(documents, cache_dir, spm_tokenizer, monkeypatch):
+def test_cache_is_reused(documents, cache_dir, spm_tokenizer, monkeypatch, capsys):
   (path,) = (cache_dir / "tokenizer").glob(f"spm_*.model")
   mtime = path.stat().st_mtime_ns
 
@@ -104,8 +104,10 @@ def test_cache_is_reused(documents, cache_dir, spm_tokenizer, monkeypatch):
   assert path.stat().st_mtime_ns == mtime
   assert np.array_equal(again.encode(TEXT), spm_tokenizer.encode(TEXT))
   assert not list((cache_dir / "tokenizer").glob("*.tmp"))
+  assert capsys.readouterr().out == ""  # loading the cached model is silent
   with pytest.raises(AssertionError, match="retrained"):  # another sample is another model
     tokenizer_lib.train_sentencepiece(documents[1:], vocab_size=VOCAB, cache_dir=cache_dir)
+  assert capsys.readouterr().out.startswith(f"tokenizer: training a {VOCAB}-piece BPE model on ")
 
 
 def test_training_sample_is_deterministic_and_bounded(documents):

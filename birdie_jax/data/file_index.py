@@ -32,9 +32,9 @@ import time
 from typing import BinaryIO
 import zlib
 
-from absl import logging
 import numpy as np
 
+from birdie_jax.console import log_progress
 from birdie_jax.data.documents import SourceStats
 from birdie_jax.errors import ConfigError
 
@@ -210,11 +210,14 @@ def _index_file(path: pathlib.Path, key: str, folder: pathlib.Path
 def _combine(paths: list[pathlib.Path], keys: list[str], folder: pathlib.Path, key: str) -> None:
   """Indexes every file (several at once) and writes their concatenated index under `key`."""
   begin = time.perf_counter()
+  total = sum(p.stat().st_size for p in paths)
+  size = f"{total / 2**30:.1f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
+  log_progress(f"data: indexing {len(paths):,} files ({size}) once; later runs reuse the index "
+               f"in {folder}")
   with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
     files = list(pool.map(_index_file, paths, keys, [folder] * len(paths)))
   sizes = [len(bounds) for _, bounds, _ in files]
-  logging.info("Indexed %d files, %d documents, in %.1f s (cached in %s)", len(paths), sum(sizes),
-               time.perf_counter() - begin, folder)
+  log_progress(f"data: indexed {sum(sizes):,} documents in {time.perf_counter() - begin:.1f}s")
   with atomic_file(folder / f"{key}.npy") as f:
     np.lib.format.write_array_header_1_0(f, dict(descr="<i8", fortran_order=False,
                                                  shape=(sum(sizes), 2)))

@@ -15,10 +15,10 @@ import os
 import re
 from typing import Any
 
-from absl import logging
 import numpy as np
 import sentencepiece as spm
 
+from birdie_jax.console import log_progress
 from birdie_jax.data import special_tokens
 from birdie_jax.data.documents import newline_chunks
 from birdie_jax.errors import ConfigError
@@ -212,6 +212,9 @@ def train_sentencepiece(documents: Sequence[str], *, vocab_size: int,
   path = as_path(cache_dir) / "tokenizer" / f"spm_{key}.model"
   if path.exists():
     return SentencePieceTokenizer(path.read_bytes(), origin=str(path))
+  log_progress(f"tokenizer: training a {vocab_size}-piece BPE model on "
+               f"{sum(map(len, sample)):,} characters of the training documents once; later runs "
+               f"reuse it from {path.parent}")
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(sentence_iterator=iter(sample), model_writer=model,
@@ -223,10 +226,7 @@ def train_sentencepiece(documents: Sequence[str], *, vocab_size: int,
     write_atomic(path, model.getvalue())
   except OSError as e:
     raise ConfigError(f"cannot write the tokenizer cache {path}: {e.strerror}") from None
-  tokenizer = SentencePieceTokenizer(model.getvalue(), origin=str(path))
-  logging.info("Trained a %d-piece BPE tokenizer on %d characters: %s", tokenizer.vocab_size,
-               sum(map(len, sample)), path)
-  return tokenizer
+  return SentencePieceTokenizer(model.getvalue(), origin=str(path))
 
 
 def build_tokenizer(data_config: Mapping[str, Any], train_documents: Sequence[str],

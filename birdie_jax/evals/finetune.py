@@ -22,7 +22,7 @@ from birdie_jax.evals import tasks as task_registry
 from birdie_jax.evals.layout import Row
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.parallel.sharding import batch_sharding
-from birdie_jax.train.metrics import log_progress
+from birdie_jax.console import log_progress
 from birdie_jax.train.state import TrainState, make_train_setup
 from birdie_jax.train.step import make_train_step
 

@@ -21,8 +21,8 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
+from birdie_jax.console import log_warning
 from birdie_jax.errors import ConfigError, TrainingError
-from birdie_jax.train.metrics import log_warning
 from birdie_jax.train.nonfinite import is_finite
 from birdie_jax.train.state import TrainSetup, TrainState
 

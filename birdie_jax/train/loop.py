@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from birdie_jax.config import validate_config
+from birdie_jax.console import log_progress, log_warning
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.lookahead import Lookahead
 from birdie_jax.data.packing import padding_fraction
@@ -33,7 +34,7 @@ from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureControl
-from birdie_jax.train.metrics import MetricsWriter, Throughput, log_progress, log_warning
+from birdie_jax.train.metrics import MetricsWriter, Throughput
 from birdie_jax.train.metrics import progress_line
 from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal

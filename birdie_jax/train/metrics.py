@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Mapping
 
 import jax
 
+from birdie_jax.console import log_warning
 from birdie_jax.workdir import as_path, is_remote, write_atomic
 
 
@@ -158,15 +158,3 @@ def progress_line(step: int, total: int, scalars: Mapping[str, float], eta_s: fl
     parts.append(f"val {scalars['val_loss']:.4f}")
   parts += [f"{scalars['tokens_per_s']:,.0f} tok/s", f"eta {format_duration(eta_s)}"]
   return " | ".join(parts)
-
-
-def log_progress(line: str) -> None:
-  """Prints the progress line on host 0."""
-  if jax.process_index() == 0:
-    print(line, flush=True)
-
-
-def log_warning(message: str) -> None:
-  """Prints `birdie_jax: warning: <message>` to stderr on host 0."""
-  if jax.process_index() == 0:
-    print(f"birdie_jax: warning: {message}", file=sys.stderr, flush=True)
