@@ -15,6 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 import numpy as np
 import pytest
+import zstandard
 
 from birdie_jax.data import file_index
 from birdie_jax.data import file_source
@@ -24,7 +25,16 @@ from birdie_jax.data.tokenizer import ByteTokenizer
 from birdie_jax.data.tokenizer import train_sentencepiece
 from birdie_jax.errors import ConfigError
 
-_COMPRESS = {".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress}
+
+
+def _zstd_frames(data: bytes) -> bytes:
+  """`data` as two zstd frames (as parallel compressors write), split mid-way (mid-line too)."""
+  half = len(data) // 2
+  return zstandard.compress(data[:half]) + zstandard.compress(data[half:])
+
+
+_COMPRESS = {".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress,
+             ".zst": _zstd_frames}
 
 
 def _reference(files):
@@ -100,7 +110,7 @@ def _open(folder, cache):
 
 
 @settings(max_examples=25, deadline=None)
-@given(files=_files, suffix=st.sampled_from(["", ".gz", ".xz", ".bz2"]))
+@given(files=_files, suffix=st.sampled_from(["", *_COMPRESS]))
 def test_lazy_source_reads_what_the_eager_reader_kept(files, suffix):
   with tempfile.TemporaryDirectory() as tmp:
     data = pathlib.Path(tmp, "data")
@@ -122,7 +132,7 @@ def test_lazy_source_reads_what_the_eager_reader_kept(files, suffix):
 def test_compressed_files_read_as_uncompressed(files):
   with tempfile.TemporaryDirectory() as tmp:
     results = []
-    for suffix in ["", ".gz", ".xz", ".bz2"]:
+    for suffix in ["", *_COMPRESS]:
       data = pathlib.Path(tmp, "data" + suffix)
       data.mkdir()
       _write(data, files, suffix)
@@ -137,10 +147,12 @@ def test_fixture_counts_and_unreadable(tmp_path):
   (tmp_path / "b.txt").write_bytes(b"")
   (tmp_path / "c.txt.gz").write_bytes(b"not gzip")
   (tmp_path / "d.jsonl.xz").write_bytes(lzma.compress(b'{"text": "two"}')[:-8])  # truncated
+  (tmp_path / "e.jsonl.zst").write_bytes(_zstd_frames(b'{"text": "three"}\n' * 50)[:-8])
+  (tmp_path / "f.txt.zst").write_bytes(b"not zstd")
   texts, stats = _open(tmp_path, tmp_path / ".cache")
   assert list(texts) == ["one", ""]
   assert (stats.documents, stats.empty, stats.undecodable, stats.malformed,
-          stats.unreadable) == (2, 1, 1, 1, 2)
+          stats.unreadable) == (2, 1, 1, 1, 4)
   with pytest.raises(IndexError):
     texts[2]
   assert texts[-2] == "one"

@@ -6,11 +6,11 @@ are left out. Left out and counted: text files that are empty, blank or not UTF-
 not UTF-8 or not a JSON object ('{...}'), and compressed files that do not decompress. Whether a
 line holds a non-empty string text field is only known when it is read (`file_source.FileTexts`).
 
-`.gz`, `.xz` and `.bz2` files cannot be read at random offsets, so each is decompressed once into
-the cache folder. Each file's index is cached there under its absolute path, size and mtime, and so
-is the concatenated index of a list of files (memory-mapped by readers), so a restart or a second
-process does not rescan. Every cache write is atomic (a temporary file, then `os.replace`). Entries
-of files that changed stay until the folder is deleted.
+`.gz`, `.xz`, `.bz2` and `.zst` files cannot be read at random offsets, so each is decompressed
+once into the cache folder. Each file's index is cached there under its absolute path, size and
+mtime, and so is the concatenated index of a list of files (memory-mapped by readers), so a restart
+or a second process does not rescan. Every cache write is atomic (a temporary file, then
+`os.replace`). Entries of files that changed stay until the folder is deleted.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from typing import BinaryIO
 import zlib
 
 import numpy as np
+import zstandard
 
 from birdie_jax.console import log_progress
 from birdie_jax.data.documents import SourceStats
@@ -42,8 +43,7 @@ _FORMAT = 1  # bump when the index format or what it leaves out changes
 _CHUNK = 1 << 24
 # Files indexed at once: reading, decompressing and numpy release the GIL.
 _THREADS = min(4, os.cpu_count() or 1)
-_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
-_UNREADABLE = (OSError, EOFError, lzma.LZMAError, zlib.error)
+_UNREADABLE = (OSError, EOFError, lzma.LZMAError, zlib.error, zstandard.ZstdError)
 _SPACE = np.zeros(256, bool)  # what bytes.strip() strips
 _SPACE[list(b" \t\n\r\x0b\x0c")] = True
 _COUNTS = ("empty", "undecodable", "malformed", "unreadable")  # SourceStats fields of the skipped
@@ -51,6 +51,49 @@ _COUNTS = ("empty", "undecodable", "malformed", "unreadable")  # SourceStats fie
 
 class _Unreadable(Exception):
   """A data file could not be read or decompressed."""
+
+
+class _ZstdFile:
+  """The decompressed bytes of a .zst file, every frame of it (as `zstd -d` gives them), read in
+  pieces of any size; EOFError if the last frame is cut short. Frames written with `--long` (up to
+  2 GiB windows) are accepted."""
+
+  def __init__(self, path: pathlib.Path, mode: str = "rb"):
+    assert mode == "rb"
+    self._file = open(path, "rb")
+    self._context = zstandard.ZstdDecompressor(max_window_size=1 << 31)
+    self._frame = self._context.decompressobj()
+    self._in_frame = False  # part of a frame has been read, but not its end
+
+  def read(self, size: int) -> bytes:
+    """The output of the next `min(size, 1 MiB)` compressed bytes (a few MiB of text; the frames
+    bound nothing, so the input is read in small pieces); b'' at the end of the file."""
+    while True:
+      data = self._file.read(min(size, 1 << 20))
+      if not data:
+        if self._in_frame:
+          raise EOFError(f"{self._file.name} ends inside a zstd frame")
+        return b""
+      out = []
+      while data:
+        self._in_frame = True
+        out.append(self._frame.decompress(data))
+        data = b""
+        if self._frame.eof:  # the next frame starts in what is left
+          data = self._frame.unused_data
+          self._frame = self._context.decompressobj()
+          self._in_frame = False
+      if any(out):
+        return b"".join(out)
+
+  def __enter__(self) -> _ZstdFile:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self._file.close()
+
+
+_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open, ".zst": _ZstdFile}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +112,7 @@ class FileIndex:
 
 
 def is_jsonl(path: pathlib.Path) -> bool:
-  """Whether `path` is named like a JSONL file (.jsonl, or .jsonl.gz / .xz / .bz2)."""
+  """Whether `path` is named like a JSONL file (.jsonl, or .jsonl.gz / .xz / .bz2 / .zst)."""
   suffixes = path.suffixes[-2:] if path.suffix in _OPENERS else path.suffixes[-1:]
   return bool(suffixes) and suffixes[0] == ".jsonl"
 
