@@ -9,12 +9,14 @@ import json
 import os
 from typing import Any
 
+import jax
 import ml_collections
 
 from birdie_jax.config import default_config, validate_config
 from birdie_jax.data.sources import load_documents
 from birdie_jax.data.tokenizer import SentencePieceTokenizer, Tokenizer, build_tokenizer
 from birdie_jax.errors import ConfigError
+from birdie_jax.models import layer_stack
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.state import TrainSetup, make_train_setup
@@ -59,9 +61,15 @@ class TrainedRun:
   step: int  # the checkpoint's training step
 
 
-def load_run(workdir: str, config: ml_collections.ConfigDict | None = None) -> TrainedRun:
+def load_run(workdir: str, config: ml_collections.ConfigDict | None = None, *,
+             unstack_layers: bool = True) -> TrainedRun:
   """The latest checkpoint of `workdir` with the run's config (or `config`, which must describe
-  the same model); ConfigError if there is no checkpoint or it has another model's shape."""
+  the same model); ConfigError if there is no checkpoint or it has another model's shape.
+
+  With `unstack_layers`, a run trained with `model.scan_layers` comes back as the same model
+  without it (its config says so, and its params are laid out block by block): decoding runs
+  faster so (`layer_stack.unstack_layers`). Pass False to keep the trained layout (to train on).
+  """
   config = load_config(workdir) if config is None else config
   validate_config(config)
   tokenizer = load_tokenizer(config, workdir)
@@ -75,4 +83,9 @@ def load_run(workdir: str, config: ml_collections.ConfigDict | None = None) -> T
     params = checkpointer.restore_params(step, setup)
   finally:
     checkpointer.close()
+  if unstack_layers and config.model.scan_layers:
+    config = config.copy_and_resolve_references()
+    config.model.scan_layers = False
+    setup = make_train_setup(config, tokenizer.vocab_size, setup.mesh)
+    params = jax.device_put(layer_stack.unstack_layers(params), setup.state_shardings.params)
   return TrainedRun(config=config, tokenizer=tokenizer, setup=setup, params=params, step=step)

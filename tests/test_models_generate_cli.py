@@ -1,12 +1,19 @@
-"""The generate CLI samples from a tiny trained run's latest checkpoint."""
+"""The generate CLI samples from a tiny trained run's latest checkpoint; a run with stacked layers
+decodes unstacked to the same tokens."""
 import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+from birdie_jax.data import special_tokens
 from birdie_jax.generate import generate_text
+from birdie_jax.models.decoding import generate, prompt_batch
+from birdie_jax.parallel.sharding import axis_rules
 from birdie_jax.train.loop import train_and_evaluate
+from birdie_jax.trained_run import load_run
 from helpers import ROOT, tiny_config
 
 
@@ -51,3 +58,25 @@ def test_generate_cli_reports_a_missing_run_in_one_line(tmp_path):
   assert result.stderr.strip().splitlines() == [
       f"birdie_jax.generate: error: cannot read {tmp_path}/config.json (No such file or "
       "directory): is --workdir a training run?"]
+
+
+def test_a_run_with_stacked_layers_decodes_unstacked_to_the_same_tokens(tmp_path):
+  config = tiny_config()
+  config.model.update(family="griffin", depth=4, attention_every=2, attention_window=16,
+                      num_kv_heads=1, head_dim=16, scan_layers=True)  # R A R A: stacked R A
+  config.train.steps = 1
+  config.checkpoint.async_save = False
+  train_and_evaluate(config, str(tmp_path))
+  stacked, unstacked = load_run(str(tmp_path), unstack_layers=False), load_run(str(tmp_path))
+  assert stacked.config.model.scan_layers and not unstacked.config.model.scan_layers
+  assert "stacked" in stacked.params["blocks"] and "stacked" not in unstacked.params["blocks"]
+
+  def tokens(run):
+    ids = [run.tokenizer.encode(text) for text in ("To be, or not", "Now is the winter")]
+    batch = prompt_batch(ids, begin_id=run.tokenizer.special_id(special_tokens.BEGIN),
+                         pad_id=run.tokenizer.pad_id)
+    with jax.set_mesh(run.setup.mesh), axis_rules(run.setup.rules):
+      return np.asarray(generate(run.setup.model(run.params), batch, max_new_tokens=24,
+                                 rng=jax.random.key(0)))
+
+  np.testing.assert_array_equal(tokens(unstacked), tokens(stacked))

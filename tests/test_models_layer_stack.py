@@ -12,7 +12,7 @@ from flax import nnx
 from birdie_jax.config import default_config
 from birdie_jax.models import build_model
 from birdie_jax.models import presets
-from birdie_jax.models.layer_stack import pattern_period
+from birdie_jax.models.layer_stack import pattern_period, unstack_layers
 from models_helpers import VOCAB, birdie_rows
 from models_helpers import fast_compile  # noqa: F401  (fixture)
 from test_models_decoding import _parallel_and_stepwise, _rows
@@ -56,6 +56,16 @@ def test_layout_follows_the_block_pattern(family, overrides, period, repeats, ta
     specs = jax.tree.leaves(nnx.get_partition_spec(nnx.state(model.blocks.stacked)),
                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
     assert specs and all(spec[0] == "layers" for spec in specs if len(spec))
+
+
+@pytest.mark.parametrize("family,overrides", [case[:2] for case in CASES])
+def test_unstacked_params_are_the_unscanned_model_s(family, overrides):
+  def params(scan: bool):
+    return nnx.to_pure_dict(nnx.state(_model(family, overrides, scan=scan)))
+
+  unstacked, expected = unstack_layers(params(True)), params(False)
+  assert jax.tree.structure(unstacked) == jax.tree.structure(expected)
+  jax.tree.map(np.testing.assert_array_equal, unstacked, expected)
 
 
 @pytest.mark.parametrize("family,overrides,remat", [CASES[0][:2] + ("full",),

@@ -67,6 +67,26 @@ def _layer(value: Any, index: int) -> Any:
   return value[index]
 
 
+def unstack_layers(params: dict[str, Any]) -> dict[str, Any]:
+  """A model's params (a pure dict) with stacked blocks, as the same model stores them without
+  `scan_layers`: block r * p + j is entry r of group position j, then the left-over blocks.
+
+  Decoding runs faster unstacked: a scanned step slices each stacked layer's KV cache, and XLA
+  copies the slice before attention reads it. The slices are new arrays: for a moment the blocks'
+  params are held twice. Params without stacked blocks are returned as they are.
+  """
+  blocks = params["blocks"]
+  stacked = blocks.get(STACKED)
+  if not stacked:
+    return params
+  period = len(stacked)
+  repeats = jax.tree.leaves(stacked)[0].shape[0]
+  layers = {r * period + j: jax.tree.map(lambda a, r=r: a[r], stacked[j])
+            for r in range(repeats) for j in range(period)}
+  layers.update({repeats * period + i: block for i, block in blocks.get("tail", {}).items()})
+  return {**params, "blocks": {"tail": layers}}
+
+
 class BlockStack(nnx.Module):
   """Residual blocks run in order; with `scan`, repeats of their pattern are stacked (module doc).
 
