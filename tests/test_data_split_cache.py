@@ -53,7 +53,7 @@ def test_slices_of_mapped_indices_are_slices_of_the_array(tmp_path_factory, n, s
   np.testing.assert_array_equal(list(pickle.loads(pickle.dumps(mapped))), expected)
 
 
-def test_small_sources_and_unwritable_folders_keep_an_array(tmp_path, monkeypatch):
+def test_small_sources_and_unwritable_folders_keep_an_array(tmp_path, monkeypatch, capsys):
   small = split_cache.split_index(1000, "train", 0.1, tmp_path)
   assert isinstance(small, np.ndarray) and not any(tmp_path.iterdir())
   blocked = tmp_path / "file"
@@ -62,6 +62,8 @@ def test_small_sources_and_unwritable_folders_keep_an_array(tmp_path, monkeypatc
   kept = split_cache.split_index(1000, "train", 0.1, blocked / "cache")
   assert isinstance(kept, np.ndarray)
   np.testing.assert_array_equal(kept, small)
+  warning = "birdie_jax: warning: keeping the train split's indices in memory"
+  assert warning in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("mapped_from_zero")

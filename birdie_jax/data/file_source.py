@@ -1,10 +1,11 @@
 """Documents from the user's own files: plain text (one document per file) or JSONL (one per line).
 
 A source is a file, a directory (every file under it) or a glob. `.gz`, `.xz`, `.bz2` and `.zst`
-files are decompressed; `.jsonl` / `.jsonl.gz` (...) files hold one JSON object per line with a text field.
-Nothing is held in memory: `file_index` finds where the documents are (cached on disk) and
-`FileTexts` reads each one when it is indexed. What indexing leaves out is counted in the stats;
-a JSONL line without a non-empty string text field is only found out when read, and reads as ''.
+files are decompressed; `.jsonl` / `.jsonl.gz` (...) files hold one JSON object per line with a
+text field. Nothing is held in memory: `file_index` finds where the documents are (cached on disk)
+and `FileTexts` reads each one when it is indexed. What indexing leaves out is counted in the
+stats; a JSONL line without a non-empty string text field is only found out when read, and reads
+as ''.
 """
 from __future__ import annotations
 

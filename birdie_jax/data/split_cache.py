@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import os
 import pathlib
 
-from absl import logging
 import numpy as np
 
+from birdie_jax.console import log_warning
 from birdie_jax.data.documents import split_indices
 from birdie_jax.data.file_index import atomic_file
 
@@ -65,7 +65,7 @@ def split_index(num_documents: int, split: str, val_fraction: float,
       with atomic_file(path) as f:
         np.save(f, indices)
     except OSError as e:
-      logging.warning("Keeping the %s split's indices in memory (cannot write %s: %s); each Grain "
-                      "worker gets a copy", split, path, e.strerror)
+      log_warning(f"keeping the {split} split's indices in memory (cannot write {path}: "
+                  f"{e.strerror}); each Grain worker gets a copy")
       return indices
   return MappedIndices(str(path))
