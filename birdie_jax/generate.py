@@ -6,7 +6,8 @@
 Reads the run's `config.json`, its cached tokenizer and the newest checkpoint's params. The prompt
 is laid out as in training (`--layout=prefix`: the prompt is the inputs X, then BEGIN, as Birdie's
 objectives condition; `--layout=continuation`: BEGIN, then the text to continue, as next-token
-prediction trains).
+prediction trains). `--unstack_layers` decodes a run trained with `model.scan_layers` block by
+block.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from birdie_jax.trained_run import load_run
 
 def generate_text(workdir: str, prompt: str, *, max_new_tokens: int = 64,
                   temperature: float = 0.0, top_k: int = 0, layout: str = "prefix",
-                  seed: int = 0) -> str:
-  """Text generated after `prompt` by the latest checkpoint in `workdir`."""
-  run = load_run(workdir)
+                  seed: int = 0, unstack_layers: bool = False) -> str:
+  """Text generated after `prompt` by the latest checkpoint in `workdir` (`unstack_layers`: see
+  `trained_run.load_run`)."""
+  run = load_run(workdir, unstack_layers=unstack_layers)
   tokenizer, setup = run.tokenizer, run.setup
   batch = prompt_batch([tokenizer.encode(prompt)],
                        begin_id=tokenizer.special_id(special_tokens.BEGIN),
@@ -47,6 +49,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("top_k", 0, "sample among the k most likely tokens (0: all)")
   flags.DEFINE_enum("layout", "prefix", LAYOUTS, "how the prompt is laid out")
   flags.DEFINE_integer("seed", 0, "sampling seed")
+  flags.DEFINE_bool("unstack_layers", False, "decode a run trained with model.scan_layers block "
+                    "by block: faster per token for attention models at long prompts (on an "
+                    "H100, Transformer 1.4b at 16k: 12.5 against 34.1 ms), longer to compile")
 
 
 def main(argv: list[str]) -> None:
@@ -57,7 +62,8 @@ def main(argv: list[str]) -> None:
   cli.quiet_logging()
   try:
     print(generate_text(f.workdir, f.prompt, max_new_tokens=f.max_new_tokens,
-                        temperature=f.temperature, top_k=f.top_k, layout=f.layout, seed=f.seed))
+                        temperature=f.temperature, top_k=f.top_k, layout=f.layout, seed=f.seed,
+                        unstack_layers=f.unstack_layers))
   except ConfigError as e:
     cli.fail("birdie_jax.generate", e)
 

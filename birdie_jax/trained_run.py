@@ -62,13 +62,14 @@ class TrainedRun:
 
 
 def load_run(workdir: str, config: ml_collections.ConfigDict | None = None, *,
-             unstack_layers: bool = True) -> TrainedRun:
+             unstack_layers: bool = False) -> TrainedRun:
   """The latest checkpoint of `workdir` with the run's config (or `config`, which must describe
   the same model); ConfigError if there is no checkpoint or it has another model's shape.
 
   With `unstack_layers`, a run trained with `model.scan_layers` comes back as the same model
-  without it (its config says so, and its params are laid out block by block): decoding runs
-  faster so (`layer_stack.unstack_layers`). Pass False to keep the trained layout (to train on).
+  without it (its config says so, and its params are laid out block by block,
+  `layer_stack.unstack_layers`): each decoded token of an attention model at a long prompt costs
+  less (no copy of each layer's KV cache), but every block is compiled on its own.
   """
   config = load_config(workdir) if config is None else config
   validate_config(config)

@@ -39,10 +39,10 @@ def test_generate_text_from_latest_checkpoint(workdir):
   sampled = generate_text(workdir, "To be", max_new_tokens=6, temperature=1.0, top_k=5, seed=1,
                           layout="continuation")
   assert isinstance(sampled, str)
-  # The command line gives the same greedy text (its compile comes from the persistent cache).
-  result = subprocess.run(
+  # The command line gives the same greedy text.
+  result = subprocess.run(  # unstacked, the run's stacked blocks give the same text
       [sys.executable, "-m", "birdie_jax.generate", f"--workdir={workdir}",
-       "--prompt=To be, or not", "--max_new_tokens=6"],
+       "--prompt=To be, or not", "--max_new_tokens=6", "--unstack_layers"],
       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
       check=False)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -61,7 +61,7 @@ def test_generate_cli_reports_a_missing_run_in_one_line(tmp_path):
 
 
 def test_a_run_with_stacked_layers_decodes_unstacked_to_the_same_tokens(workdir):
-  stacked, unstacked = load_run(workdir, unstack_layers=False), load_run(workdir)
+  stacked, unstacked = load_run(workdir), load_run(workdir, unstack_layers=True)
   assert stacked.config.model.scan_layers and not unstacked.config.model.scan_layers
   assert "stacked" in stacked.params["blocks"] and "stacked" not in unstacked.params["blocks"]
 
