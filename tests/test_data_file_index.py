@@ -282,3 +282,15 @@ def test_cache_inside_the_data_is_not_read_as_data(tmp_path):
     assert list(docs) == ["text"] and docs.stats.documents == 1
   with pytest.raises(ConfigError, match=r"no non-empty UTF-8 document \(no files read\)"):
     load_documents(str(tmp_path / "cache"), "train", val_fraction=0.0, cache_dir=tmp_path / "cache")
+
+
+def test_zstd_frames_with_long_windows_are_read(tmp_path):
+  """`zstd --long=30` frames: a decompressor's default window limit (128 MiB) refuses them."""
+  data = b"".join(b'{"text": "line %d"}\n' % i for i in range(500))
+  params = zstandard.ZstdCompressionParameters.from_level(3, window_log=30, enable_ldm=True,
+                                                           write_content_size=False)
+  with open(tmp_path / "long.jsonl.zst", "wb") as f:
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(f) as writer:
+      writer.write(data)
+  texts, stats = _open(tmp_path, tmp_path / ".cache")
+  assert list(texts) == [f"line {i}" for i in range(500)] and stats.unreadable == 0
