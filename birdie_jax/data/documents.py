@@ -75,8 +75,8 @@ def split_indices(num_documents: int, split: str, val_fraction: float) -> np.nda
   """Indices of `split`: document i is held out for validation iff hash(i) < val_fraction.
 
   Deterministic and stable, and the two splits are disjoint and cover every document. The
-  indices are int32 below 2**31 documents (they are pickled into every Grain worker: 4 bytes a
-  document instead of 8) and computed `SPLIT_CHUNK` documents at a time.
+  indices are int32 below 2**31 documents (4 bytes a document instead of 8, in memory and in
+  `split_cache`'s files) and computed `SPLIT_CHUNK` documents at a time.
   """
   if split not in SPLITS:
     raise ConfigError(f"unknown data split {split!r}: use 'train' or 'validation'")
