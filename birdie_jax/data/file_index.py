@@ -250,10 +250,11 @@ def _index_file(path: pathlib.Path, key: str, folder: pathlib.Path
   return str(target), bounds, counts
 
 
-def _combine(paths: list[pathlib.Path], keys: list[str], folder: pathlib.Path, key: str) -> None:
-  """Indexes every file (several at once) and writes their concatenated index under `key`."""
+def _combine(paths: list[pathlib.Path], keys: list[str], folder: pathlib.Path, key: str,
+             total: int) -> None:
+  """Indexes every file (`total` bytes, several files at once) and writes their concatenated
+  index under `key`."""
   begin = time.perf_counter()
-  total = sum(p.stat().st_size for p in paths)
   size = f"{total / 2**30:.1f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
   log_progress(f"data: indexing {len(paths):,} files ({size}) once; later runs reuse the index "
                f"in {folder}")
@@ -280,14 +281,15 @@ def index_files(paths: list[pathlib.Path], cache_dir: str | os.PathLike[str]) ->
   """
   folder = pathlib.Path(cache_dir).expanduser()
   paths = [p.resolve() for p in paths]
-  keys = [_key(str(p), stat.st_size, stat.st_mtime_ns) for p in paths for stat in [p.stat()]]
+  on_disk = [p.stat() for p in paths]
+  keys = [_key(str(p), stat.st_size, stat.st_mtime_ns) for p, stat in zip(paths, on_disk)]
   key = _key(keys)
   try:
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / f"{key}.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
     if meta is None or not all(map(os.path.exists, meta["files"])):
-      _combine(paths, keys, folder, key)
+      _combine(paths, keys, folder, key, sum(stat.st_size for stat in on_disk))
       meta = json.loads(meta_path.read_text())
   except OSError as e:
     raise ConfigError(f"cannot write the data index cache {folder}: {e.strerror} (set "
