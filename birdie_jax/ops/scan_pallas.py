@@ -13,8 +13,8 @@ the previous group's updates (see `_sweep`); reads past the sequence are clamped
 group. `block_loads` (`b`) loads a group as one `(unroll, block_width)` block per tensor, split
 into rows in registers: fewer, wider memory instructions. `num_stages` (`sN`) is passed to
 Triton. TPU tilings take none of these. A tiling may give the backward kernel its own tiling
-(`FORWARD/BACKWARD` specs): it moves 5 tensors to the forward's 3 and likes other settings. Rows left after the last whole group (`length % unroll`)
-go one per iteration.
+(`FORWARD/BACKWARD` specs): it moves 5 tensors to the forward's 3 and likes other settings.
+Rows left after the last whole group (`length % unroll`) go one per iteration.
 
 The grid is (batch, channel blocks, sequence blocks). On GPU (Triton) the whole sequence is one
 block (Triton runs grid steps in parallel, so no state can pass between them). On TPU (Mosaic)
