@@ -113,8 +113,9 @@ class Tiling:
     return self.backward or self
 
 
-# Fastest measured on an H100 (experiments/benchmarks/README.md, sixth session, 2026-12-06).
-GPU_TILING = Tiling.parse("64x32x2bp/64x64x4b")
+# Fastest measured on an H100 (experiments/benchmarks/README.md, eighth session, 2026-12-06): a
+# prefetching forward of 4 warps and Triton num_stages=2, the backward of the sixth session.
+GPU_TILING = Tiling.parse("64x32x4bps2/64x64x4b")
 TPU_TILING = Tiling(block_width=256, block_len=256, unroll=8)
 
 
