@@ -35,12 +35,12 @@ import jax
 import ml_collections
 
 from birdie_jax import cli
+from birdie_jax.console import log_progress
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.models import param_count
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.loop import train_and_evaluate
-from birdie_jax.console import log_progress
 from birdie_jax.trained_run import load_run
 from birdie_jax.workdir import write_atomic
 from experiments import results
