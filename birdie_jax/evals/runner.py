@@ -8,6 +8,9 @@ then each `run`:
   FORWARD, CHOICE  one teacher-forced forward pass per row of (context length) positions, giving
                    per-token losses and argmax predictions of the targets; every such task shares
                    one compiled function.
+GENERATE tasks get that teacher-forced pass over their reference targets too (the same prompts,
+the same layout): `tf_accuracy` and `target_loss` (`task.TEACHER_FORCED`) follow the task's own
+metrics in every row and in `overall`, and in `TaskResult.metrics` (`Task.reported_metrics`).
 Prompts follow the run's training layout (`eval.layout`, `auto`: `prefix` for Birdie curricula and
 bidirectional models, `continuation` for next-token prediction), with the paradigm token of the
 task's objective class where the curriculum has one (`eval.paradigm` for tasks without their own).
@@ -27,11 +30,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from birdie_jax.data import special_tokens
 from birdie_jax.data.tokenizer import Tokenizer
+from birdie_jax.evals import scoring
 from birdie_jax.evals import settings as eval_settings
 from birdie_jax.evals import tasks as task_registry
 from birdie_jax.evals.layout import Layout, Row
 from birdie_jax.evals.report import Report, TaskResult
-from birdie_jax.evals.task import CHOICE, Example, GENERATE, TargetScores, Task, TaskContext
+from birdie_jax.evals.task import (CHOICE, Example, GENERATE, TEACHER_FORCED, TargetScores, Task,
+                                   TaskContext)
 from birdie_jax.models.decoding import generate
 from birdie_jax.objectives import grid
 from birdie_jax.parallel.sharding import axis_rules
@@ -64,6 +69,11 @@ def _batches(items: Sequence, size: int) -> list[list]:
   if out:
     out[-1] += [out[-1][0]] * (size - len(out[-1]))
   return out
+
+
+def _summary(task: Task, means: dict[str, float]) -> dict[str, float]:
+  """`task.summarize` of the means, with the teacher-forced means kept whatever it returns."""
+  return {**task.summarize(means), **{m: means[m] for m in TEACHER_FORCED if m in means}}
 
 
 class Evaluator:
@@ -164,26 +174,48 @@ class Evaluator:
       scores = self._target_scores(params, rows)
       sizes = np.cumsum([0] + [len(e.choices) for e in examples])
       return [scores[a:b] for a, b in zip(sizes[:-1], sizes[1:])]
+    return self._teacher_forced(params, task, examples)
+
+  def _teacher_forced(self, params, task: Task, examples: list[Example]) -> list[TargetScores]:
+    """The model's scores of each example's reference target, fed after its prompt."""
+    pid = self.paradigm_id(task)
     return self._target_scores(params, [(e.prompt, e.target, e.scored, pid) for e in examples])
+
+  def outputs(self, params, task: Task,
+              examples: list[Example]) -> tuple[list, list[TargetScores] | None]:
+    """What `task.score` takes for each example, and for GENERATE tasks the teacher-forced scores
+    of the reference targets (None for the other kinds, which are teacher forced already)."""
+    with jax.set_mesh(self.setup.mesh), axis_rules(self.setup.rules):
+      outputs = self._outputs(params, task, examples)
+      forced = self._teacher_forced(params, task, examples) if task.kind == GENERATE else None
+    return outputs, forced
+
+  def _scores(self, params, task: Task, examples: list[Example]) -> list[dict[str, float]]:
+    """Each example's metrics: the task's own, then the teacher-forced ones (GENERATE tasks)."""
+    outputs, forced = self.outputs(params, task, examples)
+    scores = [task.score(e, o) for e, o in zip(examples, outputs)]
+    for score, e, f in zip(scores, examples, forced or ()):
+      score.update(scoring.teacher_forced(f.predictions, f.losses, e.target, e.scored))
+    return scores
 
   def _run_task(self, params, task: Task) -> TaskResult:
     start = time.perf_counter()
     rows, sums = [], {}
     for difficulty, examples in self.examples[task.name].items():
-      scores = [task.score(e, o) for e, o in zip(examples, self._outputs(params, task, examples))]
+      scores = self._scores(params, task, examples)
       means = {m: float(np.mean([s[m] for s in scores])) for m in scores[0]}
       for metric, value in means.items():
         sums[metric] = sums.get(metric, 0.0) + value
       rows.append({"difficulty": difficulty, "examples": len(examples),
-                   "chance": task.chance(difficulty), **task.summarize(means)})
-    overall = task.summarize({m: v / len(rows) for m, v in sums.items()})
-    return TaskResult(name=task.name, metrics=task.metrics, difficulty_label=task.difficulty_label,
+                   "chance": task.chance(difficulty), **_summary(task, means)})
+    overall = _summary(task, {m: v / len(rows) for m, v in sums.items()})
+    return TaskResult(name=task.name, metrics=task.reported_metrics,
+                      difficulty_label=task.difficulty_label,
                       higher_is_better=task.higher_is_better, rows=tuple(rows), overall=overall,
                       seconds=time.perf_counter() - start)
 
   def run(self, params, *, step: int) -> Report:
     """Scores `params` (the train state's params pytree) on every task."""
-    with jax.set_mesh(self.setup.mesh), axis_rules(self.setup.rules):
-      results = {task.name: self._run_task(params, task) for task in self.tasks}
+    results = {task.name: self._run_task(params, task) for task in self.tasks}
     return Report(step=int(step), layout=self.layout.kind, seq_len=self.seq_len,
                   examples=self.settings.examples, tasks=results)

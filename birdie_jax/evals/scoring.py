@@ -3,6 +3,8 @@
 Text answers follow SQuAD's official normalisation (lower case, no punctuation, no articles, single
 spaces) for F1 and "contains"; phone numbers are scored digit by digit; token tasks compare ids;
 multiple choice picks the choice with the lowest loss per target token (Birdie Table 13).
+Generation tasks are also scored teacher forced (`teacher_forced`): token accuracy of the argmax
+predictions and the mean cross-entropy over the scored target tokens.
 """
 from __future__ import annotations
 
@@ -89,6 +91,16 @@ def token_exact_match(predicted: np.ndarray, target: np.ndarray,
                       scored: np.ndarray | None = None) -> float:
   """1 if every scored position of `target` is predicted right, else 0."""
   return float(token_accuracy(predicted, target, scored) == 1.0)
+
+
+def teacher_forced(predictions: np.ndarray, losses: np.ndarray, target: np.ndarray,
+                   scored: np.ndarray | None = None) -> dict[str, float]:
+  """`tf_accuracy` (argmax predictions right) and `target_loss` (mean cross-entropy) over the
+  scored target tokens (all if None) of a teacher-forced pass."""
+  scored = np.ones(len(target), bool) if scored is None else np.asarray(scored, bool)
+  losses = np.asarray(losses, np.float64)
+  return {"tf_accuracy": token_accuracy(predictions, target, scored),
+          "target_loss": float(losses[scored].mean()) if scored.any() else 0.0}
 
 
 def mean_losses(choice_losses: Sequence[np.ndarray]) -> np.ndarray:

@@ -10,6 +10,10 @@ selective-copying objective has another format (queries and markers).
   copying            Jelassi et al.'s copy task: X = a random string of n tokens (uniform over the
                      alphabet) + separator, Y = the string; scored on the greedy copy (token
                      accuracy and exact match). Difficulty: n.
+  copying_frequent   The same over the alphabet's 256 most frequent ids only: strings of tokens a
+                     model has seen often, apart from the rare ids that dominate the full alphabet
+                     of a subword tokenizer (chance 1/256 per token). Natural-text copying is
+                     `natural_copying.py`.
   selective_copying  The Mamba paper's task (s4's generator with `variable=True`): 16 tokens to
                      memorise (from a vocabulary of 14 data tokens; 16 with noise and marker) at
                      random positions of an L-token sequence of noise tokens; X = the sequence +
@@ -28,6 +32,7 @@ from birdie_jax.evals import scoring
 from birdie_jax.evals.task import Example, FORWARD, GENERATE, Task, TargetScores
 
 COPY_LENGTHS = (16, 32, 64, 128, 256, 512)
+FREQUENT_TOKENS = 256  # copying_frequent's alphabet: the most frequent ids of the held-out prose
 SELECTIVE_LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096)  # the Mamba paper's setting is 4096
 TOKENS_TO_COPY = 16  # Mamba: 16 tokens to memorise
 SELECTIVE_DATA_TOKENS = 14  # Mamba's vocabulary of 16 minus the noise and marker tokens
@@ -49,6 +54,12 @@ class Copying(Task):
   difficulty_label = "tokens copied"
   candidates = COPY_LENGTHS
   paradigm = "copying"
+  vocabulary: int | None = None  # the alphabet's most frequent ids drawn from (None: all)
+
+  @property
+  def tokens(self) -> np.ndarray:
+    """The ids the strings are drawn from, uniformly."""
+    return self.ctx.alphabet[:self.vocabulary]
 
   def fits(self, difficulty: int) -> bool:
     """The string twice and the separator fit."""
@@ -56,7 +67,7 @@ class Copying(Task):
 
   def example(self, rng: np.random.Generator, difficulty: int) -> Example:
     """X = string + separator, Y = string."""
-    string = rng.choice(self.ctx.alphabet, difficulty).astype(np.int32)
+    string = rng.choice(self.tokens, difficulty).astype(np.int32)
     return Example(prompt=np.concatenate([string, self.ctx.separator]), target=string)
 
   def score(self, example: Example, output: np.ndarray) -> dict[str, float]:
@@ -64,9 +75,16 @@ class Copying(Task):
     return _token_scores(example, output)
 
   def chance(self, difficulty: int) -> float:
-    """One over the alphabet's size per token."""
+    """One over the number of ids drawn from, per token."""
     del difficulty
-    return 1.0 / len(self.ctx.alphabet)
+    return 1.0 / len(self.tokens)
+
+
+class CopyingFrequent(Copying):
+  """Copy a random string of n tokens among the 256 most frequent (greedy decoding)."""
+
+  name = "copying_frequent"
+  vocabulary = FREQUENT_TOKENS
 
 
 class SelectiveCopying(Task):

@@ -12,6 +12,10 @@ How the model's output reaches `score` depends on the task's kind:
   FORWARD   `TargetScores` of the target: its per-token losses and the argmax prediction at each
             target position, teacher forced (one forward pass; exact match equals greedy's).
   CHOICE    one `TargetScores` per choice of `Example.choices`.
+A GENERATE task is also scored teacher forced on its reference target, in the same layout, by the
+runner (not the task): `TEACHER_FORCED` metrics beside the task's own (`Task.reported_metrics`).
+Greedy exact match is all or nothing and hides a model that copies most tokens; the
+teacher-forced token accuracy and the target's loss show how close it is.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from birdie_jax.evals import resources
 
 GENERATE, FORWARD, CHOICE = "generate", "forward", "choice"
 LAYOUT_TOKENS = 2  # a prompt's paradigm token and the BEGIN token, beside X and Y
+TEACHER_FORCED = ("tf_accuracy", "target_loss")  # GENERATE tasks' teacher-forced metrics
 _TRAIN_STREAM = 1  # seeds training examples apart from evaluation examples (stream 0)
 
 
@@ -135,6 +140,11 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def chance(self, difficulty: int) -> float:
     """The main metric's expected value for a uniform random guesser."""
+
+  @property
+  def reported_metrics(self) -> tuple[str, ...]:
+    """The metrics the runner reports: `metrics`, then `TEACHER_FORCED` for GENERATE tasks."""
+    return self.metrics + (TEACHER_FORCED if self.kind == GENERATE else ())
 
   def summarize(self, means: Mapping[str, float]) -> dict[str, float]:
     """Metrics derived from the means of the per-example metrics (default: the means)."""

@@ -5,15 +5,17 @@ from collections.abc import Sequence
 
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.mqar import MQAR
+from birdie_jax.evals.natural_copying import CopyingText
 from birdie_jax.evals.passage_qa import PassageQA
 from birdie_jax.evals.perplexity import Perplexity
 from birdie_jax.evals.phonebook import Phonebook
 from birdie_jax.evals.story_infilling import StoryInfilling
-from birdie_jax.evals.synthetic import Copying, Induction, SelectiveCopying
+from birdie_jax.evals.synthetic import Copying, CopyingFrequent, Induction, SelectiveCopying
 from birdie_jax.evals.task import Task, TaskContext
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (
-    Phonebook, MQAR, Copying, SelectiveCopying, Induction, PassageQA, StoryInfilling, Perplexity)}
+    Phonebook, MQAR, Copying, CopyingFrequent, CopyingText, SelectiveCopying, Induction, PassageQA,
+    StoryInfilling, Perplexity)}
 NAMES = tuple(TASKS)
 
 
