@@ -2,6 +2,7 @@
 copying (oracles score 1, guessers score their chance, seeds reproduce, passages are held-out
 prose), and generation tasks' teacher-forced metrics agreeing with greedy decoding on a real model.
 """
+import jax
 import numpy as np
 import pytest
 
@@ -145,9 +146,18 @@ def test_natural_copy_prompts_are_contiguous_held_out_prose(ctx):
     assert ctx.tokenizer.decode(e.target).strip("\ufffd") in milton
 
 
+def _perturbed(params, scale=0.3):
+  """`params` plus Gaussian noise: an initialised model's argmax is nearly the same token at every
+  step, which would make greedy and teacher-forced agreement trivial; noisy weights vary it."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape, x.dtype)
+                                   for x, k in zip(leaves, keys)])
+
+
 @pytest.fixture(scope="module")
 def runs():
-  """Tiny randomly initialised models in both layouts (next-token Hawk, bidirectional Birdie)."""
+  """Tiny models with random weights in both layouts (next-token Hawk, bidirectional Birdie)."""
   tokenizer = ByteTokenizer()
   mesh = None
   out = []
@@ -159,7 +169,7 @@ def runs():
       config.model.bidirectional = True
     mesh = mesh or make_mesh(config.mesh.shape)
     setup = make_train_setup(config, tokenizer.vocab_size, mesh)
-    params = init_train_state(config, setup, tokenizer.vocab_size).params
+    params = _perturbed(init_train_state(config, setup, tokenizer.vocab_size).params)
     out.append((config, setup, params))
   return tokenizer, out
 
@@ -171,8 +181,8 @@ def test_teacher_forced_and_greedy_metrics_agree_on_a_real_model(runs):
   tokenizer, arms = runs
   for config, setup, params in arms:
     settings = eval_settings.default_settings()
-    settings.update({"tasks": "copying_text,copying_frequent", "examples": 3, "seq_len": 128,
-                     "batch_size": 4})
+    names = "copying_text" if config.curriculum == "birdie" else "copying_frequent,copying_text"
+    settings.update({"tasks": names, "examples": 2, "seq_len": 128, "batch_size": 4})
     evaluator = Evaluator(config, tokenizer, setup, settings=settings)
     assert evaluator.layout.kind == ("prefix" if config.curriculum == "birdie" else "continuation")
     report = evaluator.run(params, step=0)
@@ -180,15 +190,15 @@ def test_teacher_forced_and_greedy_metrics_agree_on_a_real_model(runs):
       assert result.metrics == ("accuracy", "exact_match", *TEACHER_FORCED)
       assert set(result.overall) == set(result.metrics)
       assert all(set(result.metrics) <= set(row) for row in result.rows)
-      # Untrained: near uniform over the vocabulary.
-      assert 0.5 * np.log(tokenizer.vocab_size) < result.overall["target_loss"] < 2 * np.log(
-          tokenizer.vocab_size)
+      assert all(0 < row["target_loss"] < np.inf and 0 <= row["tf_accuracy"] <= 1
+                 for row in result.rows)
       assert f"| {name} | tf_accuracy |" in report.markdown()
     for task in evaluator.tasks:
       fed_back = {}
       for d, examples in evaluator.examples[task.name].items():
         greedy, forced = evaluator.outputs(params, task, examples)
         assert [int(g[0]) for g in greedy] == [int(f.predictions[0]) for f in forced]
+        assert all(len(set(g[:d].tolist())) > d // 4 for g in greedy)  # outputs vary
         fed_back[d] = [Example(prompt=e.prompt, target=np.asarray(g[:len(e.target)], np.int32))
                        for e, g in zip(examples, greedy)]
         _, refed = evaluator.outputs(params, task, fed_back[d])
