@@ -7,6 +7,11 @@ Reads the run's `config.json` (or `--config`, which must describe the same model
 and the newest checkpoint's params; writes `eval/<step>.json`, `eval/<step>.md` (printed too) and
 `eval/<step>-<task>.png` into the workdir. `--tasks`, `--examples` and `--seq_len` override the
 config's `eval` keys of the same names.
+
+`--tasks` may also name `objectives` (alone or with tasks: `--tasks=objectives,copying`): the
+run's competence at its own training objectives, per objective class (`evals/objectives_eval.py`),
+written to `objectives/<step>.json`, `.md` (printed) and `-losses.png` (each class's validation
+loss over training, from `metrics.jsonl`).
 """
 from __future__ import annotations
 
@@ -18,17 +23,38 @@ from ml_collections import config_flags
 
 from birdie_jax import cli
 from birdie_jax.errors import ConfigError
+from birdie_jax.evals import objectives_report
+from birdie_jax.evals.objectives_eval import objective_competence
 from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator, settings_of
 from birdie_jax.evals.settings import validate_settings
-from birdie_jax.trained_run import load_config, load_run
+from birdie_jax.trained_run import load_config, load_run, TrainedRun
+
+OBJECTIVES = "objectives"  # the pseudo-task of --tasks: competence at the training objectives
+
+
+def split_objectives(tasks: str) -> tuple[bool, str]:
+  """'objectives, copying' -> (True, 'copying'): whether `tasks` names the objectives pseudo-task,
+  and the evaluation tasks it names besides."""
+  names = [n.strip() for n in tasks.split(",") if n.strip()]
+  return OBJECTIVES in names, ",".join(n for n in names if n != OBJECTIVES)
+
+
+def evaluate_objectives(workdir: str, *, config: ml_collections.ConfigDict | None = None,
+                        run: TrainedRun | None = None) -> dict:
+  """Objective competence of the latest checkpoint of `workdir` (or of `run`, loaded from it),
+  written into `workdir/objectives`."""
+  result = objective_competence(run or load_run(workdir, config))
+  objectives_report.write(result, workdir)
+  return result
 
 
 def evaluate_run(workdir: str, *, config: ml_collections.ConfigDict | None = None,
-                 settings: ml_collections.ConfigDict | None = None) -> Report:
-  """Evaluates the latest checkpoint of `workdir` on the `settings` tasks (default: the config's
-  `eval` section) and writes the report into `workdir/eval`."""
-  run = load_run(workdir, config)
+                 settings: ml_collections.ConfigDict | None = None,
+                 run: TrainedRun | None = None) -> Report:
+  """Evaluates the latest checkpoint of `workdir` (or `run`, loaded from it) on the `settings`
+  tasks (default: the config's `eval` section) and writes the report into `workdir/eval`."""
+  run = run or load_run(workdir, config)
   report = Evaluator(run.config, run.tokenizer, run.setup, settings=settings).run(
       run.params, step=run.step)
   report.write(os.path.join(workdir, "eval"))
@@ -50,7 +76,8 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]); default: "
                                   "the run's config.json.", lock_config=True)
   flags.DEFINE_string("workdir", None, "the training run's directory", required=True)
-  flags.DEFINE_string("tasks", "", "comma-separated tasks (default: the config's eval.tasks)")
+  flags.DEFINE_string("tasks", "", "comma-separated tasks (default: the config's eval.tasks); "
+                      "'objectives' adds competence at the run's training objectives")
   flags.DEFINE_integer("examples", 0, "examples per difficulty (default: eval.examples)")
   flags.DEFINE_integer("seq_len", 0, "context the examples fill (default: eval.seq_len)")
 
@@ -67,13 +94,17 @@ def main(argv: list[str]) -> None:
   given = cli.config_flag(_PROGRAM)
   try:
     config = load_config(f.workdir) if given is None else given
-    settings = with_overrides(settings_of(config), tasks=f.tasks, examples=f.examples,
+    objectives, tasks = split_objectives(f.tasks)
+    settings = with_overrides(settings_of(config), tasks=tasks, examples=f.examples,
                               seq_len=f.seq_len)
     validate_settings(settings)  # before the checkpoint is read
-    report = evaluate_run(f.workdir, config=config, settings=settings)
+    run = load_run(f.workdir, config)
+    if objectives:
+      print(objectives_report.markdown(evaluate_objectives(f.workdir, run=run)), end="")
+    if tasks or not objectives:
+      print(evaluate_run(f.workdir, settings=settings, run=run).markdown(), end="")
   except ConfigError as e:
     cli.fail(_PROGRAM, e)
-  print(report.markdown(), end="")
 
 
 if __name__ == "__main__":
