@@ -76,7 +76,8 @@ def test_wilson_interval_matches_its_formula_and_stays_in_the_unit_interval():
     assert (est.low, est.high) == pytest.approx((max(0, centre - half), min(1, centre + half)))
   assert stats.wilson_interval(0, 20).low == 0 and stats.wilson_interval(20, 20).high == 1
   # A single seed's accuracies over many examples can be compared through their Wilson intervals.
-  verdict = stats.compare_estimates(stats.wilson_interval(190, 200), stats.wilson_interval(100, 200))
+  verdict = stats.compare_estimates(stats.wilson_interval(190, 200),
+                                    stats.wilson_interval(100, 200))
   assert verdict.outcome == stats.WIN
 
 
@@ -108,7 +109,8 @@ def test_a_failed_check_marks_only_the_comparisons_it_guards():
   assert text.startswith("**Sanity gate: FAILED.**") and "0.620 < 0.90" in text
   assert "phonebook, MQAR" in text and "copying (natural" not in text
   gate = sanity.sanity_gate(0.5, 0.95)
-  assert gate.is_uninformative("copying") and gate.is_uninformative("copying_frequent")
+  assert all(gate.is_uninformative(t) for t in ("copying", "copying_frequent", "copying_text"))
+  assert not gate.is_uninformative("selective_copying")  # a retrieval task, not a plain copy
   assert not gate.is_uninformative("phonebook") and "copying (natural-text" in gate.statement
 
 

@@ -22,7 +22,7 @@ import math
 COPY_THRESHOLD = 0.9
 PHONEBOOK_THRESHOLD = 0.9
 # The tasks each check vouches for (fnmatch patterns over evaluation task names).
-COPY_TASKS = ("copying", "copying_*", "natural_copying*")
+COPY_TASKS = ("copying", "copying_*")  # random-token, frequent-id and natural-text (copying_text)
 PHONEBOOK_TASKS = ("phonebook", "mqar")
 COPY_KEY = "copy_exact_match"  # keys of `gate_from_mapping`'s mapping
 PHONEBOOK_KEY = "phonebook_digit_accuracy"
