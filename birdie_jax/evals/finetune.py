@@ -1,16 +1,27 @@
-"""Fine-tuning on evaluation tasks before evaluating them (the paper's A.9 phonebook protocol).
+"""One fine-tuning run on evaluation tasks: its schedule, its batches (task rows plus replayed
+pre-training rows) and its training loop. The protocol that sweeps learning rates, one task at a
+time, and keeps learning curves is `finetune_protocol.py`.
 
-Birdie fine-tunes every model on phonebook examples before the multi-phonebook evaluation: 1,000
-steps, batch 64, constant learning rate 5e-5, no weight decay, examples of 200-800 entries and
-1-32 queries packed into 16,384-token rows. `finetune` does the same at any scale: examples come
-from the tasks' own generators (`Task.training_examples`, seeds disjoint from the evaluation's),
-are laid out exactly as the evaluator prompts them (same layout and paradigm tokens), packed
-greedily into rows of the evaluation context, and trained on their targets only (the `scored`
-tokens) with AdamW at a constant learning rate from the run's params and a fresh optimizer.
+Batches. Examples come from the tasks' own generators (`Task.training_examples`, seed stream 1,
+disjoint from the evaluation's stream 0), laid out exactly as the evaluator prompts them (same
+layout and paradigm tokens), packed greedily into rows of the evaluation context and trained on
+their targets only (the `scored` tokens). `with_replay` appends rows of the run's own pre-training
+pipeline (`pretraining_rows`) to every batch and weights the loss so that the replayed tokens carry
+`fraction` of it and the task tokens the rest, whatever their token counts: the model keeps
+practising its language modelling while it learns the task.
+
+Schedule. `finetune_config` derives the run's `train` group: linear warm-up over a fraction of the
+steps, cosine decay to `end_lr_ratio` of the peak (`train/optimizer.py`), a fresh AdamW. The
+default weight decay is 0: decay pulls the weights toward zero, not toward the pre-trained ones.
+
+    params, losses = finetune(evaluator, config, params, task_names=["phonebook"], steps=1000,
+                              batch_size=16, learning_rate=1e-4)
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+import itertools
 import time
 
 import jax
@@ -18,28 +29,88 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from birdie_jax.evals import tasks as task_registry
-from birdie_jax.evals.layout import Row
-from birdie_jax.evals.runner import Evaluator
-from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.console import log_progress
+from birdie_jax.data.curriculum import make_mixture
+from birdie_jax.data.pipeline import make_train_dataset
+from birdie_jax.data.sources import load_documents
+from birdie_jax.data.tokenizer import Tokenizer
+from birdie_jax.errors import ConfigError
+from birdie_jax.evals import tasks as task_registry
+from birdie_jax.evals.layout import Layout, Row
+from birdie_jax.evals.runner import Evaluator
+from birdie_jax.evals.task import Task
+from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.state import TrainState, make_train_setup
 from birdie_jax.train.step import make_train_step
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """How one fine-tuning run's learning rate moves (see the module docstring)."""
+
+  warmup_fraction: float = 0.1  # share of the steps of linear warm-up from 0
+  end_lr_ratio: float = 0.1  # the cosine ends at this fraction of the peak
+  weight_decay: float = 0.0  # AdamW decoupled decay (0: no pull toward zero)
+
+
 def finetune_config(config: ml_collections.ConfigDict, *, steps: int, batch_size: int,
-                    seq_len: int, learning_rate: float) -> ml_collections.ConfigDict:
-  """`config` with its `train` group set for fine-tuning: constant learning rate (no warm-up, no
-  decay), no weight decay, the given steps, batch and row length."""
+                    seq_len: int, learning_rate: float,
+                    schedule: Schedule = Schedule()) -> ml_collections.ConfigDict:
+  """`config` with its `train` group set for fine-tuning: `steps` of `batch_size` rows of
+  `seq_len`, warm-up then cosine to `learning_rate * schedule.end_lr_ratio`."""
+  if steps < 1 or batch_size < 1:
+    raise ConfigError(f"fine-tuning needs steps and batch_size >= 1, got {steps}, {batch_size}")
+  if not 0.0 <= schedule.warmup_fraction < 1.0:
+    raise ConfigError(f"warmup_fraction must be in [0, 1), got {schedule.warmup_fraction}")
   out = ml_collections.ConfigDict(config.to_dict())
-  out.train.steps = steps
-  out.train.batch_size = batch_size
-  out.train.seq_len = seq_len
-  out.train.learning_rate = learning_rate
-  out.train.warmup_steps = 0
-  out.train.end_lr_ratio = 1.0
-  out.train.weight_decay = 0.0
+  out.train.update(steps=steps, batch_size=batch_size, seq_len=seq_len,
+                   learning_rate=learning_rate, end_lr_ratio=schedule.end_lr_ratio,
+                   warmup_steps=int(round(schedule.warmup_fraction * steps)),
+                   weight_decay=schedule.weight_decay)
   return out
+
+
+def pack_stream(layout: Layout, segments: Iterator[Row], seq_len: int, rows: int
+                ) -> Iterator[Row]:
+  """Endless (rows, seq_len) batches packed greedily from `segments`, in order (an example is
+  never split; one that starts a row past the batch opens the next batch)."""
+  groups: list[list[Row]] = [[]]
+  for segment in segments:
+    if sum(len(s["inputs"]) for s in groups[-1]) + len(segment["inputs"]) > seq_len:
+      groups.append([])
+    groups[-1].append(segment)
+    if len(groups) > rows:
+      yield layout.pack([s for group in groups[:rows] for s in group], seq_len)
+      groups = groups[rows:]
+
+
+Choice = tuple[Task, Sequence[int]]  # a task and the difficulties its examples are drawn from
+
+
+def task_segments(evaluator: Evaluator, choices: Sequence[Choice], seed: int,
+                  indices: Iterator[int]) -> Iterator[Row]:
+  """Laid-out training examples (stream 1): example `i = next(indices)` is training example i of
+  `choices[i % len(choices)]`, so the choices take turns."""
+  for index in indices:
+    task, pool = choices[index % len(choices)]
+    example = task.training_examples(seed, index, 1, pool)[0]
+    yield evaluator.layout.segment(example.prompt, example.target, evaluator.paradigm_id(task),
+                                   example.scored)
+
+
+Stage = tuple[int, Sequence[Choice]]  # (steps, the choices their examples take turns from)
+
+
+def task_batches(evaluator: Evaluator, stages: Sequence[Stage], *, rows: int, seed: int
+                 ) -> Iterator[Row]:
+  """Batches of `rows` task rows, stage after stage (a curriculum): each stage's steps draw from
+  its own choices; example indices run on across stages (no example repeats)."""
+  indices = itertools.count()
+  for steps, choices in stages:
+    packed = pack_stream(evaluator.layout, task_segments(evaluator, choices, seed, indices),
+                         evaluator.seq_len, rows)
+    for _ in range(steps):
+      yield next(packed)
 
 
 def training_batches(evaluator: Evaluator, task_names: Sequence[str], *, batch_size: int,
@@ -51,40 +122,63 @@ def training_batches(evaluator: Evaluator, task_names: Sequence[str], *, batch_s
   (e.g. phonebook: 1..32 numbers, as A.9 trains); those that do not fit the context are dropped.
   """
   tasks = task_registry.build_tasks(task_names, evaluator.context)
-  pools = {t.name: [d for d in (difficulties or {}).get(t.name, t.sweep) if t.fits(d)]
-           for t in tasks}
-  seq_len, layout = evaluator.seq_len, evaluator.layout
-  rows: list[list[Row]] = [[]]
-  index = 0
-  while True:
-    task = tasks[index % len(tasks)]
-    example = task.training_examples(seed, index // len(tasks), 1, pools[task.name])[0]
-    segment = layout.segment(example.prompt, example.target, evaluator.paradigm_id(task),
-                             example.scored)
-    index += 1
-    if sum(len(s["inputs"]) for s in rows[-1]) + len(segment["inputs"]) > seq_len:
-      rows.append([])
-    rows[-1].append(segment)
-    if len(rows) > batch_size:
-      yield layout.pack([s for row in rows[:batch_size] for s in row], seq_len)
-      rows = rows[batch_size:]
+  choices = [(t, [d for d in (difficulties or {}).get(t.name, t.sweep) if t.fits(d)])
+             for t in tasks]
+  segments = task_segments(evaluator, choices, seed, itertools.count())
+  return pack_stream(evaluator.layout, segments, evaluator.seq_len, batch_size)
 
 
-def finetune(evaluator: Evaluator, config: ml_collections.ConfigDict, params, *,
-             task_names: Sequence[str], steps: int, batch_size: int, learning_rate: float,
-             seed: int = 0, log_every: int = 50,
-             difficulties: dict[str, Sequence[int]] | None = None):
-  """`params` after `steps` fine-tuning steps on `task_names`; returns (params, losses).
+def pretraining_rows(config: ml_collections.ConfigDict, tokenizer: Tokenizer, *, seq_len: int,
+                     seed: int) -> Iterator[Row]:
+  """Endless rows of the run's own pre-training pipeline (its training documents and objective
+  mixture at its starting weights), laid out at `seq_len`. Every process draws the same rows."""
+  documents = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
+                             text_field=config.data.text_field)
+  mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=seq_len,
+                         length_scale=config.data.length_scale,
+                         class_weights=config.data.class_weights)
+  dataset = make_train_dataset(documents, tokenizer, seq_len=seq_len, batch_size=8, seed=seed,
+                               make_example=mixture, gap=config.data.gap)
+  for batch in dataset:
+    for i in range(len(batch["inputs"])):
+      yield {k: v[i] for k, v in batch.items()}
 
-  The model is `config`'s (as built for `evaluator`); rows are the evaluator's context long.
+
+def with_replay(batches: Iterator[Row], replay: Iterator[Row], *, rows: int,
+                fraction: float) -> Iterator[Row]:
+  """Each of `batches` with `rows` rows of `replay` appended, loss weights rescaled so that the
+  replayed tokens carry `fraction` of the batch's loss and the task tokens `1 - fraction`."""
+  for batch in batches:
+    if rows == 0:
+      yield batch
+      continue
+    extra = [next(replay) for _ in range(rows)]
+    out = {k: np.concatenate([v, np.stack([r[k] for r in extra]).astype(v.dtype)])
+           for k, v in batch.items()}
+    mask = out["loss_mask"]
+    task, old = mask[:-rows], mask[-rows:]
+    out["loss_mask"] = np.concatenate([task * (1.0 - fraction) / max(task.sum(), 1.0),
+                                       old * fraction / max(old.sum(), 1.0)]).astype(np.float32)
+    yield out
+
+
+def train(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
+          batches: Iterator[Row], *, steps: int, batch_size: int, learning_rate: float,
+          schedule: Schedule = Schedule(), seed: int = 0, log_every: int = 50,
+          every: int = 0, on_eval: Callable[[int, object], None] | None = None):
+  """`params` (left intact) after `steps` steps on `batches`; returns (params, [(step, loss)]).
+
+  `on_eval(step, params)` runs every `every` steps and after the last one (0: never).
   """
   ft_config = finetune_config(config, steps=steps, batch_size=batch_size,
-                              seq_len=evaluator.seq_len, learning_rate=learning_rate)
+                              seq_len=evaluator.seq_len, learning_rate=learning_rate,
+                              schedule=schedule)
   mesh = evaluator.setup.mesh
   setup = make_train_setup(ft_config, evaluator.tokenizer.vocab_size, mesh)
 
-  def init(params) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.tx.init(params),
+  def init(params) -> TrainState:  # copies: the train step donates its state
+    return TrainState(step=jnp.zeros((), jnp.int32), params=jax.tree.map(jnp.copy, params),
+                      opt_state=setup.tx.init(params),
                       rng=jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32))
 
   pi, pc = jax.process_index(), jax.process_count()
@@ -92,16 +186,30 @@ def finetune(evaluator: Evaluator, config: ml_collections.ConfigDict, params, *,
   with jax.set_mesh(mesh):
     state = jax.jit(init, out_shardings=setup.state_shardings)(params)
     step_fn = make_train_step(setup, ft_config.train)
-    batches = training_batches(evaluator, task_names, batch_size=batch_size, seed=seed,
-                               difficulties=difficulties)
     losses, start = [], time.perf_counter()
     for step in range(1, steps + 1):
       batch = {k: jax.make_array_from_process_local_data(
           batch_sharding(mesh, setup.rules, v.ndim), v[pi * local:(pi + 1) * local])
                for k, v in next(batches).items()}
       state, metrics = step_fn(state, batch)
-      if step % log_every == 0 or step in (1, steps):
-        losses.append((step, float(jax.device_get(metrics["loss"]))))
-        log_progress(f"fine-tune step {step}/{steps} | loss {losses[-1][1]:.4f} | "
-                     f"{time.perf_counter() - start:.0f}s")
+      loss = float(jax.device_get(metrics["loss"]))  # one step in flight: CPU collectives
+      if step % log_every == 0 or step in (1, steps):  # abort when many programs queue
+        losses.append((step, loss))
+        log_progress(f"fine-tune step {step}/{steps} | lr {learning_rate:.2e} | loss "
+                     f"{losses[-1][1]:.4f} | {time.perf_counter() - start:.0f}s")
+      if on_eval is not None and every and (step % every == 0 or step == steps):
+        on_eval(step, state.params)
   return state.params, np.array(losses)
+
+
+def finetune(evaluator: Evaluator, config: ml_collections.ConfigDict, params, *,
+             task_names: Sequence[str], steps: int, batch_size: int, learning_rate: float,
+             seed: int = 0, log_every: int = 50,
+             difficulties: dict[str, Sequence[int]] | None = None,
+             schedule: Schedule = Schedule()):
+  """`params` after `steps` steps on `task_names`' examples together (no replay, one learning
+  rate, `schedule`); returns (params, losses). The protocol is `finetune_protocol.run_protocol`."""
+  batches = training_batches(evaluator, task_names, batch_size=batch_size, seed=seed,
+                             difficulties=difficulties)
+  return train(evaluator, config, params, batches, steps=steps, batch_size=batch_size,
+               learning_rate=learning_rate, schedule=schedule, seed=seed, log_every=log_every)

@@ -1,0 +1,288 @@
+"""The fine-tuning protocol: per task, an LR sweep of warm-up + cosine fine-tunes with replay of
+pre-training batches, the LR chosen on a held-out split, learning curves and held-out perplexity.
+
+    result = protocol_for_run(run, evaluator, FinetuneSettings())   # run: trained_run.load_run
+    result.write("<workdir>/finetune/protocol.json")
+    result.report(run.step)  # the chosen LR's evaluation of each task, as an evaluator Report
+
+Why. The earlier protocol (one run on all tasks at a constant LR from a fresh AdamW, no warm-up,
+no replay) raised held-out perplexity by 10^3-10^8 in the review of `experiments/RESULTS.md`:
+the arms forgot language modelling, so their "after fine-tuning" columns measured the damage, not
+what they could retrieve. Each task (`FinetuneSettings.tasks`) is therefore fine-tuned on its own
+from the pre-trained params, once per learning rate of the sweep, and for each run:
+  schedule     linear warm-up over `warmup_fraction` of the steps, cosine decay to `end_lr_ratio`
+               of the peak, fresh AdamW, no weight decay (`finetune.finetune_config`);
+  replay       `replay_fraction` of every batch's rows are the run's own pre-training rows
+               (`finetune.pretraining_rows`), carrying that share of the loss (`with_replay`);
+  curriculum   phonebook only: the first `curriculum_fraction` of the steps draw books of
+               `small_books` entries (asking at most a fifth of them), the rest full-context books
+               (the task's sweep of 1-32 numbers asked) (`finetune_curriculum.py`);
+  curve        every `eval_every` steps, the task's main metric and target loss on a held-out
+               split (seed stream 2: neither the training stream 1 nor the evaluation stream 0,
+               `finetune_heldout.py`), `heldout_examples` per difficulty; steps to 50% / 90% of it;
+  perplexity   the `perplexity` task (held-out Milton prose) before and after.
+The LR whose final held-out score is best is chosen (ties: the smaller LR), and only its params
+are scored on the evaluation examples (`TaskFinetune.evaluation`).
+
+Settings (`FinetuneSettings`, defaults and why):
+  learning_rates   (3e-5, 1e-4, 3e-4): 1%, 3% and 10% of the default pre-training peak 3e-3 in
+                   half-decade steps; A.9's 5e-5 was a quarter of a 1.4B model's peak, but without
+                   replay. Scale them with the run's peak (`lr_scale`, default 1).
+  steps x batch    6,250 x 32 with half the rows replayed: 100,000 task rows, at least 1e5
+                   examples (rows pack several short ones), enough for the curves to plateau.
+  eval_every 250, heldout_examples 16: 26 curve points of cheap evaluations.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+import json
+import time
+from typing import Any
+
+import ml_collections
+
+from birdie_jax.console import log_progress
+from birdie_jax.errors import ConfigError
+from birdie_jax.evals import finetune as ft
+from birdie_jax.evals import tasks as task_registry
+from birdie_jax.evals.finetune_curriculum import training_stages
+from birdie_jax.evals.finetune_heldout import heldout_scores, perplexity, selection_examples, task_result
+from birdie_jax.evals.layout import Row
+from birdie_jax.evals.report import Report, TaskResult
+from birdie_jax.evals.runner import Evaluator
+from birdie_jax.evals.task import Task
+from birdie_jax.workdir import write_atomic
+
+ReplaySource = Callable[[], Iterator[Row]]  # a fresh iterator of pre-training rows per run
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+  """Every knob of the protocol (see the module docstring for why each default)."""
+
+  tasks: tuple[str, ...] = ("phonebook", "mqar")  # each fine-tuned on its own
+  learning_rates: tuple[float, ...] = (3e-5, 1e-4, 3e-4)  # the sweep (peak of each run)
+  lr_scale: float = 1.0  # multiplies the sweep (e.g. run peak / 3e-3)
+  steps: int = 6250  # optimizer steps per run
+  batch_size: int = 32  # rows per step, replayed ones included
+  replay_fraction: float = 0.5  # share of rows (and of the loss) from pre-training
+  warmup_fraction: float = 0.1  # linear warm-up share of the steps
+  end_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
+  weight_decay: float = 0.0  # AdamW decay (0: none pulls the weights toward zero)
+  curriculum_fraction: float = 0.5  # phonebook: share of steps on small books
+  small_books: tuple[int, ...] = (10, 20, 30, 40, 50)  # phonebook: small books' entries
+  eval_every: int = 250  # steps between learning-curve points
+  heldout_examples: int = 16  # held-out (stream 2) examples per difficulty per curve point
+  perplexity_examples: int = 8  # held-out prose windows per length for perplexity
+  seed: int = 1  # seeds the training and held-out examples
+  log_every: int = 50  # steps between loss lines
+
+  def __post_init__(self):
+    if not self.tasks or not self.learning_rates or min(self.learning_rates) < 0:
+      raise ConfigError("fine-tuning needs tasks and learning rates >= 0")
+    if not 0.0 <= self.replay_fraction < 1.0 or not 0.0 <= self.curriculum_fraction <= 1.0:
+      raise ConfigError("replay_fraction must be in [0, 1) and curriculum_fraction in [0, 1]")
+    for name in ("steps", "batch_size", "eval_every", "heldout_examples", "perplexity_examples",
+                 "log_every"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"fine-tuning {name} must be >= 1, got {getattr(self, name)}")
+
+  @property
+  def replay_rows(self) -> int:
+    """Replayed rows per batch (at least one row is left for the task)."""
+    return min(int(round(self.batch_size * self.replay_fraction)), self.batch_size - 1)
+
+  @property
+  def schedule(self) -> ft.Schedule:
+    """The schedule of every run."""
+    return ft.Schedule(self.warmup_fraction, self.end_lr_ratio, self.weight_decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class CurvePoint:
+  """The held-out split after `step` fine-tuning steps (0: the pre-trained params)."""
+
+  step: int
+  score: float  # the task's main metric
+  loss: float  # mean target loss per trained token
+
+
+def steps_to(curve: Sequence[CurvePoint], threshold: float) -> int | None:
+  """The first step whose score reaches `threshold` (None if none does)."""
+  return next((p.step for p in curve if p.score >= threshold), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRateRun:
+  """One fine-tune of one task at one learning rate."""
+
+  task: str
+  learning_rate: float
+  steps: int
+  examples_seen: int  # task examples trained on (rows pack several short ones)
+  curve: tuple[CurvePoint, ...]
+  losses: tuple[tuple[int, float], ...]  # (step, training loss, replay included)
+  perplexity_before: float
+  perplexity_after: float
+  seconds: float
+
+  @property
+  def final_score(self) -> float:
+    """The held-out score after the last step (what the LR is chosen by)."""
+    return self.curve[-1].score
+
+  @property
+  def steps_to_50(self) -> int | None:
+    return steps_to(self.curve, 0.5)
+
+  @property
+  def steps_to_90(self) -> int | None:
+    return steps_to(self.curve, 0.9)
+
+  def to_json(self) -> dict[str, Any]:
+    """A JSON-ready dict, the derived fields included."""
+    return {**dataclasses.asdict(self), "final_score": self.final_score,
+            "steps_to_50": self.steps_to_50, "steps_to_90": self.steps_to_90}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFinetune:
+  """A task's sweep, its chosen learning rate and that run's evaluation."""
+
+  task: str
+  metric: str  # the main metric of the curves
+  runs: tuple[LearningRateRun, ...]
+  chosen_learning_rate: float
+  evaluation: TaskResult  # the evaluation examples (stream 0), chosen LR's params
+
+  @property
+  def chosen(self) -> LearningRateRun:
+    return next(r for r in self.runs if r.learning_rate == self.chosen_learning_rate)
+
+  def to_json(self) -> dict[str, Any]:
+    return {"task": self.task, "metric": self.metric, "runs": [r.to_json() for r in self.runs],
+            "chosen_learning_rate": self.chosen_learning_rate, "chosen": self.chosen.to_json(),
+            "evaluation": dataclasses.asdict(self.evaluation)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolResult:
+  """Every task's fine-tuning, with the settings that made it."""
+
+  settings: FinetuneSettings
+  tasks: dict[str, TaskFinetune]
+
+  def to_json(self) -> dict[str, Any]:
+    return {"settings": dataclasses.asdict(self.settings),
+            "tasks": {name: t.to_json() for name, t in self.tasks.items()}}
+
+  def write(self, path: str) -> None:
+    write_atomic(path, json.dumps(self.to_json(), indent=2))
+
+  def report(self, step: int, evaluator: Evaluator) -> Report:
+    """The chosen runs' evaluations as one report (each task from its own fine-tune)."""
+    return Report(step=int(step), layout=evaluator.layout.kind, seq_len=evaluator.seq_len,
+                  examples=evaluator.settings.examples,
+                  tasks={name: t.evaluation for name, t in self.tasks.items()})
+
+
+def choose(runs: Sequence[LearningRateRun], higher_is_better: bool = True) -> LearningRateRun:
+  """The run with the best final held-out score; ties go to the smaller learning rate."""
+  sign = 1.0 if higher_is_better else -1.0
+  return max(runs, key=lambda r: (sign * r.final_score, -r.learning_rate))
+
+
+def _counted(batches: Iterator[Row], task_rows: int, seen: list[int]) -> Iterator[Row]:
+  """`batches`, adding each batch's task examples (segments of its first rows) to `seen[0]`."""
+  for batch in batches:
+    seen[0] += int(batch["segment_ids"][:task_rows].max(axis=1).sum())
+    yield batch
+
+
+def finetune_one(evaluator: Evaluator, config: ml_collections.ConfigDict, params, task: Task,
+                 learning_rate: float, settings: FinetuneSettings, replay: ReplaySource | None,
+                 heldout, ppl_before: float) -> tuple[LearningRateRun, Any]:
+  """One fine-tune of `task` from `params` at `learning_rate`; (its record, its params)."""
+  start = time.perf_counter()
+  replay_rows = settings.replay_rows if replay is not None else 0
+  task_rows = settings.batch_size - replay_rows
+  stages = training_stages(evaluator, task, settings.steps, settings.curriculum_fraction,
+                           settings.small_books)
+  seen = [0]
+  batches = _counted(ft.task_batches(evaluator, stages, rows=task_rows, seed=settings.seed),
+                     task_rows, seen)
+  if replay_rows:
+    batches = ft.with_replay(batches, replay(), rows=replay_rows,
+                             fraction=settings.replay_fraction)
+  curve = [CurvePoint(0, *heldout_scores(evaluator, task, params, heldout))]
+  tuned, losses = ft.train(
+      evaluator, config, params, batches, steps=settings.steps, batch_size=settings.batch_size,
+      learning_rate=learning_rate, schedule=settings.schedule, seed=settings.seed,
+      log_every=settings.log_every, every=settings.eval_every,
+      on_eval=lambda s, p: curve.append(CurvePoint(s, *heldout_scores(evaluator, task, p,
+                                                                      heldout))))
+  run = LearningRateRun(
+      task=task.name, learning_rate=learning_rate, steps=settings.steps, examples_seen=seen[0],
+      curve=tuple(curve), losses=tuple((int(s), float(v)) for s, v in losses),
+      perplexity_before=ppl_before,
+      perplexity_after=perplexity(evaluator, tuned, settings.perplexity_examples, settings.seed),
+      seconds=time.perf_counter() - start)
+  log_progress(f"fine-tune {task.name} lr {learning_rate:.2e}: held-out {task.metrics[0]} "
+               f"{run.final_score:.3f}, perplexity {ppl_before:.2f} -> {run.perplexity_after:.2f}")
+  return run, tuned
+
+
+def finetune_task(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
+                  task_name: str, settings: FinetuneSettings,
+                  replay: ReplaySource | None) -> TaskFinetune:
+  """The LR sweep of one task from `params`, the LR chosen on the held-out split, and the
+  chosen params scored on the evaluation examples."""
+  task = task_registry.build_tasks([task_name], evaluator.context)[0]
+  heldout = {d: selection_examples(task, settings.seed, d, settings.heldout_examples)
+             for d in task.sweep}
+  ppl_before = perplexity(evaluator, params, settings.perplexity_examples, settings.seed)
+  runs, best, best_params = [], None, None
+  for lr in settings.learning_rates:
+    run, tuned = finetune_one(evaluator, config, params, task, lr * settings.lr_scale, settings,
+                              replay, heldout, ppl_before)
+    runs.append(run)
+    if choose([r for r in (best, run) if r is not None], task.higher_is_better) is run:
+      best, best_params = run, tuned
+  evaluation = task_result(evaluator, task, best_params, evaluator.examples.get(task.name) or {
+      d: task.examples(evaluator.settings.seed, d, evaluator.settings.examples)
+      for d in task.sweep})
+  return TaskFinetune(task=task.name, metric=task.metrics[0], runs=tuple(runs),
+                      chosen_learning_rate=best.learning_rate, evaluation=evaluation)
+
+
+def run_protocol(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
+                 settings: FinetuneSettings, replay: ReplaySource | None) -> ProtocolResult:
+  """Every task of `settings` fine-tuned on its own from `params` (left intact); `replay`
+  makes the pre-training rows (None: no replay)."""
+  return ProtocolResult(settings, {name: finetune_task(evaluator, config, params, name,
+                                                       settings, replay)
+                                   for name in settings.tasks})
+
+
+def protocol_for_run(run, evaluator: Evaluator, settings: FinetuneSettings) -> ProtocolResult:
+  """`run_protocol` on a `trained_run.TrainedRun`, replaying its own pre-training rows."""
+
+  def replay() -> Iterator[Row]:
+    return ft.pretraining_rows(run.config, run.tokenizer, seq_len=evaluator.seq_len,
+                               seed=run.config.seed)
+
+  return run_protocol(evaluator, run.config, run.params, settings, replay)
+
+
+def settings_from(config: ml_collections.ConfigDict | dict) -> FinetuneSettings:
+  """`FinetuneSettings` from a config section or dict of some of its fields (lists to tuples);
+  ConfigError for unknown keys."""
+  values = dict(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config)
+  known = {f.name for f in dataclasses.fields(FinetuneSettings)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ConfigError(f"unknown fine-tuning setting {unknown[0]!r}")
+  return FinetuneSettings(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in values.items()})
+
