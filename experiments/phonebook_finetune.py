@@ -1,10 +1,14 @@
 """Fine-tune a run's latest checkpoint on the phonebook (paper A.9, scaled) and evaluate it.
 
     python -m experiments.phonebook_finetune --workdir=workdirs/paper/hawk_birdie [--tiny]
+    python -m experiments.phonebook_finetune --workdir=... --protocol [--tiny]
 
 Writes `<workdir>/finetune/eval/<step>.json` (and its markdown table and plots) and
 `<workdir>/finetune/losses.json`; the protocol and the evaluation settings are those of
-`experiments/configs/common.py` (`--tiny`: its CPU smoke scale).
+`experiments/configs/common.py` (`--tiny`: its CPU smoke scale): one warm-up + cosine run on the
+tasks together, no replay. `--protocol` runs `birdie_jax.evals.finetune_protocol` instead (per
+task an LR sweep with replay, chosen on a held-out split, `FinetuneSettings()`'s defaults; `--tiny`:
+a few steps) and also writes its runs and learning curves to `<workdir>/finetune/protocol.json`.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import numpy as np
 from birdie_jax import cli
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.finetune import finetune
+from birdie_jax.evals.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.tasks import parse_names
@@ -39,6 +44,19 @@ def finetune_and_evaluate(run: TrainedRun, evaluator: Evaluator,
   return evaluator.run(params, step=run.step), losses
 
 
+TINY_PROTOCOL = dict(steps=2, batch_size=8, eval_every=2, heldout_examples=2, perplexity_examples=2,
+                     log_every=1)  # the CPU smoke scale of `--protocol --tiny`
+
+
+def protocol_and_evaluate(run: TrainedRun, evaluator: Evaluator, workdir: str,
+                          settings: FinetuneSettings) -> Report:
+  """The fine-tuning protocol on `run`; writes `workdir/finetune/protocol.json` and returns the
+  chosen runs' evaluations (each task from its own fine-tune) as one report."""
+  result = protocol_for_run(run, evaluator, settings)
+  result.write(os.path.join(workdir, FINETUNE_DIR, "protocol.json"))
+  return result.report(run.step, evaluator)
+
+
 def write_finetuned(workdir: str, report: Report, losses: np.ndarray) -> None:
   """Stores the fine-tuned report and losses under `workdir/finetune`."""
   folder = os.path.join(workdir, FINETUNE_DIR)
@@ -57,14 +75,22 @@ def main(argv: list[str]) -> None:
     run = load_run(f.workdir)
     evaluator = Evaluator(run.config, run.tokenizer, run.setup,
                           settings=common.eval_settings_for(arg))
-    report, losses = finetune_and_evaluate(run, evaluator, common.finetune_settings(arg))
+    if f.protocol:
+      settings = FinetuneSettings(**(TINY_PROTOCOL if f.tiny else {}))
+      report, losses = protocol_and_evaluate(run, evaluator, f.workdir, settings), None
+    else:
+      report, losses = finetune_and_evaluate(run, evaluator, common.finetune_settings(arg))
   except ConfigError as e:
     cli.fail("experiments.phonebook_finetune", e)
-  write_finetuned(f.workdir, report, losses)
+  if losses is None:
+    report.write(os.path.join(f.workdir, FINETUNE_DIR, "eval"))
+  else:
+    write_finetuned(f.workdir, report, losses)
   print(report.markdown(), end="")
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "the training run's directory", required=True)
   flags.DEFINE_bool("tiny", False, "the CPU smoke scale of experiments/configs/common.py")
+  flags.DEFINE_bool("protocol", False, "the fine-tuning protocol (evals/finetune_protocol.py)")
   app.run(main)

@@ -47,7 +47,8 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.evals import finetune as ft
 from birdie_jax.evals import tasks as task_registry
 from birdie_jax.evals.finetune_curriculum import training_stages
-from birdie_jax.evals.finetune_heldout import heldout_scores, perplexity, selection_examples, task_result
+from birdie_jax.evals.finetune_heldout import (heldout_scores, perplexity, selection_examples,
+                                               task_result)
 from birdie_jax.evals.layout import Row
 from birdie_jax.evals.report import Report, TaskResult
 from birdie_jax.evals.runner import Evaluator
