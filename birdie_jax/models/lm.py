@@ -46,9 +46,16 @@ class LanguageModel(nnx.Module):
   def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
                prefix_mask: jax.Array) -> jax.Array:
     """(B, L) ids with their segment ids, per-segment positions and prefix mask -> logits."""
+    return self.embed.decode(self.features(inputs, segment_ids=segment_ids, positions=positions,
+                                           prefix_mask=prefix_mask))
+
+  def features(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
+               prefix_mask: jax.Array) -> jax.Array:
+    """The final-normed hidden states (B, L, width) that `embed.decode` maps to logits: a caller
+    that scores a few positions decodes only those (the lab: no (B, L, vocab) logits)."""
     seg = Segments(segment_ids, positions, prefix_mask)
     x, _ = self.blocks(self.embed.encode(inputs), seg)
-    return self.embed.decode(self.final_norm(x))
+    return self.final_norm(x)
 
   def prefill(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
               prefix_mask: jax.Array, cache_len: int) -> tuple[jax.Array, Cache]:

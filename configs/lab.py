@@ -1,0 +1,53 @@
+"""Mechanism-lab sweeps (`python -m birdie_jax.lab --config=configs/lab.py:<sweep>`).
+
+    gpu   the GPU sweep of LAB.md: Zoology's MQAR (kv 64, 256 tokens, 8192 ids) for every family,
+          set disjointness both orders, MQAR with the queries in the prefix and the Birdie
+          phonebook with the question last, at widths 64-512; 4 LRs x 3 seeds per point. Run in
+          pieces: `--config.max_minutes=9` per 10-minute call, the same command again continues.
+    cpu   the reduced sweep for 2 CPU cores (under an hour): widths 32-128, 512 ids, shorter
+          tasks, Hawk and the Transformer.
+    toy   seconds: what the tests run.
+Any key can be overridden: `--config.widths=64,128 --config.tasks=mqar:16,disjoint_lf:32`.
+"""
+from birdie_jax.lab.settings import default_settings
+
+_TARGETS = "disjoint_sf:{d},disjoint_lf:{d},mqar_pq:{kv},phonebook_ql:{book}"
+
+
+def get_config(arg: str = "gpu"):
+  """`arg`: gpu, cpu or toy (module docstring)."""
+  c = default_settings()
+  if arg == "gpu":
+    c.tasks = "mqar:64," + _TARGETS.format(d=64, kv=64, book=32)
+    c.families = "transformer,hawk,gated_ssm,griffin"
+    c.widths = "64,128,256,512"
+    c.steps = 2000
+  elif arg == "cpu":
+    c.tasks = "mqar:16," + _TARGETS.format(d=32, kv=32, book=16)
+    c.families = "transformer,hawk"
+    c.widths = "32,64,128"
+    c.data_ids = 512
+    c.steps = 600
+    c.batch_size = 32
+    c.train_examples = 20_000
+    c.val_examples = 256
+    c.test_examples = 256
+    c.eval_every = 200
+  elif arg == "toy":
+    c.tasks = "mqar:8"
+    c.families = "transformer"
+    c.layouts = "causal"
+    c.widths = "32"
+    c.data_ids = 64
+    c.learning_rates = "1e-3,1e-2"
+    c.seeds = 2
+    c.steps = 40
+    c.batch_size = 16
+    c.train_examples = 256
+    c.val_examples = 32
+    c.test_examples = 32
+    c.eval_every = 20
+    c.chunk_steps = 20
+  else:
+    raise ValueError(f"unknown lab sweep {arg!r}: gpu, cpu or toy")
+  return c

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The lab's GPU sweep in pieces: bash experiments/lab/gpu.sh MINUTES [OUT]
+# Runs the stages below in order within MINUTES, each continuing the sweep in
+# experiments/lab/runs/gpu (finished points are skipped), writes experiments/LAB.md and its
+# plots, and packs the results (points/*.json, settings, report) into OUT/lab.tgz when OUT is
+# given (a lent machine keeps nothing: unpack it into the checkout and commit). Wheels for what
+# the machine lacks are installed from .wheels/ when that folder exists.
+set -u
+budget=$1
+out=${2:-}
+start=$(date +%s)
+if [ -d .wheels ]; then
+  python -m pip install -q --no-deps --no-index --find-links .wheels --target /tmp/site \
+    ml_collections sentencepiece zstandard 2>&1 | tail -1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+workdir=${LAB_WORKDIR:-experiments/lab/runs/gpu}
+config=${LAB_CONFIG:-configs/lab.py:gpu}
+
+stage() {
+  local left
+  left=$(( budget * 60 - ($(date +%s) - start) ))
+  if [ "$left" -lt 45 ]; then return; fi
+  python -m birdie_jax.lab --config=$config --workdir=$workdir \
+    --config.max_minutes="$(awk "BEGIN {print ($left - 25) / 60}")" --report=experiments/LAB.md --plots=experiments/lab "$@" 2>&1 \
+    | grep -v "^WARNING\|^I0000\|^W0000"
+}
+# Order of priority: the sanity gate, then the issue's three Hawk targets, then the rest.
+stage --config.tasks=mqar:64 --config.families=transformer --config.layouts=causal
+stage --config.tasks=disjoint_sf:64,disjoint_lf:64 --config.families=hawk
+stage --config.tasks=phonebook_ql:32,mqar_pq:64 --config.families=hawk
+stage --config.tasks=mqar:64 --config.families=hawk
+stage
+python -m birdie_jax.lab --config=$config --workdir=$workdir --report_only \
+  --report=experiments/LAB.md --plots=experiments/lab 2>&1 | tail -1
+if [ -n "$out" ]; then
+  tar czf "$out/lab.tgz" --exclude=partial $workdir experiments/LAB.md experiments/lab/*.png
+fi
