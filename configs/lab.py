@@ -4,8 +4,8 @@
           set disjointness both orders, MQAR with the queries in the prefix and the Birdie
           phonebook with the question last, at widths 64-512; 4 LRs x 3 seeds per point. Run in
           pieces: `--config.max_minutes=9` per 10-minute call, the same command again continues.
-    cpu   the reduced sweep for 2 CPU cores (under an hour): widths 32-128, 512 ids, shorter
-          tasks, Hawk and the Transformer.
+    cpu   the reduced sweep for 2 CPU cores (under an hour): widths 32-128, 64 ids, shorter
+          tasks (MQAR 8 pairs, disjointness 16, phonebook 8 entries), Hawk and the Transformer.
     toy   seconds: what the tests run.
 Any key can be overridden: `--config.widths=64,128 --config.tasks=mqar:16,disjoint_lf:32`.
 """
@@ -21,18 +21,20 @@ def get_config(arg: str = "gpu"):
     c.tasks = "mqar:64," + _TARGETS.format(d=64, kv=64, book=32)
     c.families = "transformer,hawk,gated_ssm,griffin"
     c.widths = "64,128,256,512"
-    c.steps = 2000
+    c.steps = 4000
+    c.eval_every = 500
   elif arg == "cpu":
-    c.tasks = "mqar:16," + _TARGETS.format(d=32, kv=32, book=16)
+    c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,phonebook_ql:8"
     c.families = "transformer,hawk"
     c.widths = "32,64,128"
-    c.data_ids = 512
-    c.steps = 600
+    c.data_ids = 64
+    c.steps = 300
     c.batch_size = 32
-    c.train_examples = 20_000
-    c.val_examples = 256
+    c.train_examples = 8000
+    c.val_examples = 128
     c.test_examples = 256
-    c.eval_every = 200
+    c.eval_every = 100
+    c.chunk_steps = 100
   elif arg == "toy":
     c.tasks = "mqar:8"
     c.families = "transformer"

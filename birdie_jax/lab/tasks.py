@@ -31,7 +31,8 @@ Tasks and their difficulty `d` (the sweep's `task:d` items):
   copying            X = d random data ids, Y = the same ids (Jelassi et al.'s copy task).
   selective_copying  X = d positions of a noise id with `TOKENS_TO_COPY` data ids (from 14) at
                      random places, Y = those ids in order (the Mamba paper's task).
-  phonebook_qf/_ql   The Birdie-format phonebook: d entries "name(2 ids) number(4 digit ids)";
+  phonebook_qf/_ql   The Birdie-format phonebook: d entries "name(2 ids) number(4 digit ids)"
+                     (names from up to 256 pieces);
                      the question is one name, before the book (`qf`: X = name SEP book) or after
                      it (`ql`: X = book SEP name); Y = its 4 digits, scored. Question-last is the
                      case where reading the prompt backwards should help.
@@ -52,7 +53,7 @@ PQ_QUERIES = 8          # queried keys of mqar_pq (field.md R1: "queries <= 8")
 DISJOINT_SHORT = 4      # the short set's size in set disjointness
 TOKENS_TO_COPY = 16     # selective copying: ids to memorise (Mamba)
 SELECTIVE_DATA = 14     # selective copying: data ids (Mamba's 16 minus noise and marker)
-NAME_IDS, NAME_LEN, DIGITS = 256, 2, 4  # phonebook: name pieces, pieces per name, number digits
+NAME_IDS, NAME_LEN, DIGITS = 256, 2, 4  # phonebook: name pieces (at most), per name, digits
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -73,6 +74,11 @@ class Example:
   prompt: np.ndarray
   answer: np.ndarray
   scored: np.ndarray
+
+
+def name_pieces(data_ids: int) -> int:
+  """Phonebook name pieces: NAME_IDS, or what the data ids leave after the 10 digits."""
+  return min(NAME_IDS, data_ids - 10)
 
 
 def _data(lo: int, hi: int) -> np.ndarray:
@@ -129,8 +135,7 @@ def _selective_copying(rng, d, n):
 
 
 def _phonebook(rng, d, n, question_first):
-  del n  # 10 digits and the name pieces
-  digits, pieces = _data(0, 10), _data(10, 10 + NAME_IDS)
+  digits, pieces = _data(0, 10), _data(10, 10 + name_pieces(n))
   names = set()
   while len(names) < d:  # distinct names: pairs of pieces
     names.add(tuple(rng.choice(pieces, NAME_LEN)))
@@ -171,11 +176,12 @@ def check_difficulty(task: str, d: int, data_ids: int = DATA_IDS) -> str | None:
     return f"lab task {task} needs a difficulty >= {minimum}, got {d}"
   needed = {"mqar": 2 * d + 2, "mqar_pq": 2 * d, "disjoint_sf": DISJOINT_SHORT + d,
             "disjoint_lf": DISJOINT_SHORT + d, "copying": 2, "selective_copying": 1 + SELECTIVE_DATA,
-            "phonebook_qf": 10 + NAME_IDS, "phonebook_ql": 10 + NAME_IDS}[task]
+            "phonebook_qf": 12, "phonebook_ql": 12}[task]
   if data_ids < needed:
     return f"lab task {task} at difficulty {d} needs >= {needed} data ids, got {data_ids}"
-  if task.startswith("phonebook") and d > NAME_IDS ** NAME_LEN // 2:
-    return f"lab task {task}: at most {NAME_IDS ** NAME_LEN // 2} entries, got {d}"
+  most = name_pieces(data_ids) ** NAME_LEN // 2
+  if task.startswith("phonebook") and d > most:
+    return f"lab task {task}: at most {most} entries over {data_ids} data ids, got {d}"
   return None
 
 
