@@ -4,6 +4,10 @@
           set disjointness both orders, MQAR with the queries in the prefix and the Birdie
           phonebook with the question last, at widths 64-512; 4 LRs x 3 seeds per point. Run in
           pieces: `--config.max_minutes=9` per 10-minute call, the same command again continues.
+    gpu256  the same over 256 data ids and shorter tasks (MQAR 16 pairs, disjointness 32,
+          phonebook 16 entries), 2000 steps: on the H100 the Transformer reached only 0.22 on
+          MQAR kv 64 over 8192 ids in 4000 steps (one seed of three; 2026-12-07), so the
+          8192-id sweep needs far more steps than a session's device time.
     cpu   the reduced sweep for 2 CPU cores (under an hour): widths 32-128, 64 ids, shorter
           tasks (MQAR 8 pairs, disjointness 16, phonebook 8 entries), Hawk and the Transformer.
     toy   seconds: what the tests run.
@@ -23,6 +27,12 @@ def get_config(arg: str = "gpu"):
     c.widths = "64,128,256,512"
     c.steps = 4000
     c.eval_every = 500
+  elif arg == "gpu256":
+    c.tasks = "mqar:16," + _TARGETS.format(d=32, kv=32, book=16)
+    c.families = "transformer,hawk,gated_ssm,griffin"
+    c.widths = "64,128,256,512"
+    c.data_ids = 256
+    c.steps = 2000
   elif arg == "cpu":
     c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,phonebook_ql:8"
     c.families = "transformer,hawk"

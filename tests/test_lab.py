@@ -132,7 +132,7 @@ def test_transformer_learns_mqar_and_the_lr_sweep_picks_the_learning_rate(tmp_pa
   """The lab's own sanity check at toy size: a 2-layer width-64 Transformer learns MQAR with 8
   pairs; a learning rate too small to move the weights is never chosen."""
   s = _settings(tasks="mqar:8", widths="64", data_ids=32, learning_rates="1e-7,3e-3", seeds=1,
-                steps=300, batch_size=32, train_examples=8000, eval_every=100, chunk_steps=100,
+                steps=400, batch_size=32, train_examples=8000, eval_every=100, chunk_steps=100,
                 test_examples=128, val_examples=64)
   assert sweep.run_sweep(s, str(tmp_path), log=lambda _: None)
   (result,) = report.load_results(str(tmp_path))

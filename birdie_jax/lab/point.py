@@ -64,7 +64,11 @@ def replica_grid(settings: ml_collections.ConfigDict) -> tuple[list[float], list
 
 
 def _device_rows(settings, point: Point, split: str, count: int) -> dict[str, jax.Array]:
-  arrays = tasks.rows(point.task, point.difficulty, split, count, data_ids=settings.data_ids)
+  """A split's rows on the device: training mixes in `settings.easier` easier difficulties
+  (Zoology's mixed training sets), validation and test are the point's difficulty alone."""
+  difficulties = (tasks.easier(point.task, point.difficulty, settings.easier, settings.data_ids)
+                  if split == "train" else point.difficulty)
+  arrays = tasks.rows(point.task, difficulties, split, count, data_ids=settings.data_ids)
   return {k: jnp.asarray(v) for k, v in arrays.items()}
 
 

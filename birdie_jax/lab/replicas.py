@@ -103,19 +103,21 @@ class Replicas:
     keys = jnp.stack([jax.random.key(s) for s in self.seeds])
     return jax.jit(jax.vmap(one))(keys)
 
-  def _scores(self, params, inputs, prefix_mask, score_positions):
+  def _scores(self, params, batch: Rows) -> jax.Array:
     """Logits (B, S, V) at the scored positions of one replica."""
     model = nnx.merge(self.graphdef, params)
-    batch, length = inputs.shape
-    h = model.features(inputs, segment_ids=jnp.ones((batch, length), jnp.int32),
-                       positions=jnp.broadcast_to(jnp.arange(length), (batch, length)),
-                       prefix_mask=prefix_mask)
-    picked = jnp.take_along_axis(h, score_positions[..., None], axis=1)
+    size, length = batch["inputs"].shape
+    h = model.features(batch["inputs"], segment_ids=batch["segment_ids"],
+                       positions=jnp.broadcast_to(jnp.arange(length), (size, length)),
+                       prefix_mask=batch["prefix_mask"])
+    picked = jnp.take_along_axis(h, batch["score_positions"][..., None], axis=1)
     return model.embed.decode(picked)
 
   def _loss(self, params, batch):
-    logits = self._scores(params, batch["inputs"], batch["prefix_mask"], batch["score_positions"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["score_targets"]).mean()
+    ce = optax.softmax_cross_entropy_with_integer_labels(self._scores(params, batch),
+                                                         batch["score_targets"])
+    weights = batch["score_weights"]
+    return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
   def _step(self, params, opt_state, lr, batch):
     loss, grads = jax.value_and_grad(self._loss)(params, batch)
@@ -138,12 +140,8 @@ class Replicas:
   @functools.partial(jax.jit, static_argnums=0)
   def _correct(self, params, batch: Rows) -> jax.Array:
     """(R, B, S) booleans: the argmax equals the answer at each scored position."""
-
-    def one(p):
-      logits = self._scores(p, batch["inputs"], batch["prefix_mask"], batch["score_positions"])
-      return jnp.argmax(logits, -1) == batch["score_targets"]
-
-    return jax.vmap(one)(params)
+    return jax.vmap(lambda p: jnp.argmax(self._scores(p, batch), -1) == batch["score_targets"]
+                    )(params)
 
   def evaluate(self, params, rows: Rows, batch_size: int) -> dict[str, np.ndarray]:
     """Per replica: teacher-forced token accuracy and exact match over `rows` (R,)."""
@@ -154,7 +152,9 @@ class Replicas:
       batch = {k: v[start:stop] for k, v in rows.items()}
       correct.append(np.asarray(jax.device_get(self._correct(params, batch))))
     correct = np.concatenate(correct, axis=1)  # (R, count, S)
-    return {"accuracy": correct.mean(axis=(1, 2)), "exact_match": correct.all(-1).mean(1)}
+    scored = np.asarray(rows["score_weights"]) > 0  # (count, S)
+    accuracy = (correct & scored).sum(axis=(1, 2)) / scored.sum()
+    return {"accuracy": accuracy, "exact_match": (correct | ~scored).all(-1).mean(1)}
 
 
 def decode_state_size(model_cfg: ml_collections.ConfigDict, vocab_size: int, length: int) -> int:

@@ -41,6 +41,7 @@ s, d, i])` so splits are disjoint streams and every run sees the same examples.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import zlib
 
@@ -220,18 +221,36 @@ def layout(e: Example, length: int) -> dict[str, np.ndarray]:
   }
 
 
-def rows(task: str, d: int, split: str, count: int, *, data_ids: int = DATA_IDS,
-         seed: int = 0) -> dict[str, np.ndarray]:
-  """`count` examples of a split, compactly: `inputs` and `prefix_mask` (count, row_length) as
-  `layout` makes them, and the scored answer tokens' columns `score_positions` and ids
-  `score_targets` (count, scored tokens per example): the lab computes logits only there."""
-  length = row_length(task, d, data_ids)
-  out = {"inputs": [], "prefix_mask": [], "score_positions": [], "score_targets": []}
-  for i in range(count):
-    row = layout(example(task, d, example_rng(seed, task, d, split, i), data_ids), length)
-    where = np.flatnonzero(row["loss_mask"])
-    out["inputs"].append(row["inputs"])
-    out["prefix_mask"].append(row["prefix_mask"])
-    out["score_positions"].append(where.astype(np.int32))
-    out["score_targets"].append(row["targets"][where])
-  return {k: np.stack(v) for k, v in out.items()}
+def rows(task: str, difficulties: int | Sequence[int], split: str, count: int, *,
+         data_ids: int = DATA_IDS, seed: int = 0) -> dict[str, np.ndarray]:
+  """`count` examples of a split, compactly: `inputs`, `prefix_mask` and `segment_ids`
+  (count, longest row) as `layout` makes them, padded; and the scored answer tokens' columns
+  `score_positions`, ids `score_targets` and `score_weights` (1, or 0 on padding) of shape
+  (count, most scored tokens): the lab computes logits only there. With several difficulties,
+  example i has difficulty `difficulties[i % len(difficulties)]` (a mixed training set)."""
+  ds = [difficulties] if isinstance(difficulties, int) else list(difficulties)
+  length = max(row_length(task, d, data_ids) for d in ds)
+  laid = [layout(example(task, ds[i % len(ds)],
+                         example_rng(seed, task, ds[i % len(ds)], split, i // len(ds)), data_ids),
+                 length) for i in range(count)]
+  scored = [np.flatnonzero(row["loss_mask"]) for row in laid]
+  width = max(len(w) for w in scored)
+  out = {k: np.stack([row[k] for row in laid]) for k in ("inputs", "prefix_mask", "segment_ids")}
+  out["score_positions"] = np.zeros((count, width), np.int32)
+  out["score_targets"] = np.zeros((count, width), np.int32)
+  out["score_weights"] = np.zeros((count, width), np.float32)
+  for i, (row, where) in enumerate(zip(laid, scored)):
+    out["score_positions"][i, :len(where)] = where
+    out["score_targets"][i, :len(where)] = row["targets"][where]
+    out["score_weights"][i, :len(where)] = 1.0
+  return out
+
+
+def easier(task: str, d: int, halvings: int, data_ids: int = DATA_IDS) -> list[int]:
+  """d and up to `halvings` halvings of it that the task allows (Zoology trains MQAR on such a
+  mix: 4, 8, 16, 32 and 64 pairs), easiest first."""
+  out = [d]
+  while len(out) <= halvings and out[-1] // 2 >= 1 and \
+      check_difficulty(task, out[-1] // 2, data_ids) is None:
+    out.append(out[-1] // 2)
+  return out[::-1]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lab's GPU sweep in pieces: bash experiments/lab/gpu.sh MINUTES [OUT]
-# Runs the stages below in order within MINUTES, each continuing the sweep in
-# experiments/lab/runs/gpu (finished points are skipped), writes experiments/LAB.md and its
+# Runs the stages below in order within MINUTES, each continuing the sweep
+# (LAB_CONFIG, default configs/lab.py:gpu) in LAB_WORKDIR (default experiments/lab/runs/gpu;
+# finished points are skipped), writes experiments/LAB.md and its
 # plots, and packs the results (points/*.json, settings, report) into OUT/lab.tgz when OUT is
 # given (a lent machine keeps nothing: unpack it into the checkout and commit). Wheels for what
 # the machine lacks are installed from .wheels/ when that folder exists.
@@ -26,11 +27,15 @@ stage() {
     --config.max_minutes="$(awk "BEGIN {print ($left - 25) / 60}")" --report=experiments/LAB.md --plots=experiments/lab "$@" 2>&1 \
     | grep -v "^WARNING\|^I0000\|^W0000"
 }
+# The config's tasks named in $1 (comma-separated task names, difficulties from the config).
+tasks_of() {
+  python -c "from configs.lab import get_config; print(','.join(i for i in get_config('${config#*:}').tasks.split(',') if i.split(':')[0] in '$1'.split(',')))"
+}
 # Order of priority: the sanity gate, then the issue's three Hawk targets, then the rest.
-stage --config.tasks=mqar:64 --config.families=transformer --config.layouts=causal
-stage --config.tasks=disjoint_sf:64,disjoint_lf:64 --config.families=hawk
-stage --config.tasks=phonebook_ql:32,mqar_pq:64 --config.families=hawk
-stage --config.tasks=mqar:64 --config.families=hawk
+stage --config.tasks="$(tasks_of mqar)" --config.families=transformer --config.layouts=causal
+stage --config.tasks="$(tasks_of disjoint_sf,disjoint_lf)" --config.families=hawk
+stage --config.tasks="$(tasks_of phonebook_ql,mqar_pq)" --config.families=hawk
+stage --config.tasks="$(tasks_of mqar)" --config.families=hawk
 stage
 python -m birdie_jax.lab --config=$config --workdir=$workdir --report_only \
   --report=experiments/LAB.md --plots=experiments/lab 2>&1 | tail -1
