@@ -189,6 +189,13 @@ def write_report(workdir: str, path: str, *, command: str = "", plots_folder: st
            f"- device: {', '.join(devices) or 'none'}", f"- points: {len(results)}"]
   if command:
     lines.append(f"- command: `{command}`")
+  settings_path = os.path.join(workdir, "settings.json")
+  if os.path.exists(settings_path):
+    with open(settings_path) as f:
+      saved = json.load(f)
+    keys = ("data_ids", "depth", "steps", "batch_size", "train_examples", "learning_rates",
+            "seeds", "easier", "dtype")
+    lines.append("- set-up: " + ", ".join(f"{k}={saved[k]}" for k in keys if k in saved))
   lines += ["", "## Sanity gate", "", gate, "", "## Targets", "",
             "Set disjointness: bidirectional Hawk solves both orders (≥ 0.9) where causal Hawk "
             "of equal state fails the long-first order (< 0.5):", ""]
