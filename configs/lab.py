@@ -8,8 +8,10 @@
           phonebook 16 entries), 2000 steps: on the H100 the Transformer reached only 0.22 on
           MQAR kv 64 over 8192 ids in 4000 steps (one seed of three; 2026-12-07), so the
           8192-id sweep needs far more steps than a session's device time.
-    cpu   the reduced sweep for 2 CPU cores (under an hour): widths 32-128, 64 ids, shorter
-          tasks (MQAR 8 pairs, disjointness 16, phonebook 8 entries), Hawk and the Transformer.
+    cpu   the reduced sweep for 2 CPU cores: widths 32-128, 64 ids, short tasks (MQAR 8 pairs,
+          disjointness 16, MQAR-pq 16 pairs, phonebook 8 entries), Hawk and the Transformer.
+          `LAB_CONFIG=configs/lab.py:cpu bash experiments/lab/sweep.sh 55` runs its priority
+          stages (the gate, then the Hawk targets) within the hour.
     toy   seconds: what the tests run.
 Any key can be overridden: `--config.widths=64,128 --config.tasks=mqar:16,disjoint_lf:32`.
 """
@@ -34,11 +36,11 @@ def get_config(arg: str = "gpu"):
     c.data_ids = 256
     c.steps = 2000
   elif arg == "cpu":
-    c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,phonebook_ql:8"
+    c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,mqar_pq:16,phonebook_ql:8"
     c.families = "transformer,hawk"
     c.widths = "32,64,128"
     c.data_ids = 64
-    c.steps = 300
+    c.steps = 400
     c.batch_size = 32
     c.train_examples = 8000
     c.val_examples = 128

@@ -9,7 +9,7 @@ import pytest
 
 from birdie_jax.errors import ConfigError
 from birdie_jax.lab import point as lab_point
-from birdie_jax.lab import report, settings as lab_settings, sweep, tasks
+from birdie_jax.lab import report, settings as lab_settings, sweep, tasks, verdicts
 from birdie_jax.lab.replicas import Replicas, batch_indices, decode_state_size
 from configs import lab as lab_configs
 
@@ -198,22 +198,22 @@ def _result(task, family, layout, width, accs, d=64, state=100):
 
 def test_verdicts_from_constructed_results():
   good, bad = [0.99, 1.0, 0.995], [0.2, 0.25, 0.22]
-  assert report.sanity([_result("mqar", "transformer", "causal", 64, [1.0, 1.0, 0.999])])[0]
-  assert report.sanity([_result("mqar", "transformer", "causal", 64, bad)])[0] is False
-  assert report.sanity([])[0] is None
+  assert verdicts.sanity([_result("mqar", "transformer", "causal", 64, [1.0, 1.0, 0.999])])[0]
+  assert verdicts.sanity([_result("mqar", "transformer", "causal", 64, bad)])[0] is False
+  assert verdicts.sanity([])[0] is None
   win = [_result("disjoint_lf", "hawk", "causal", 64, bad),
          _result("disjoint_sf", "hawk", "bidirectional", 64, good),
          _result("disjoint_lf", "hawk", "bidirectional", 64, good)]
-  assert "**holds**" in report.disjointness_verdict(win)[0]
+  assert "**holds**" in verdicts.disjointness_verdict(win)[0]
   overlap = win[:2] + [_result("disjoint_lf", "hawk", "bidirectional", 64, [0.1, 0.95, 0.99])]
-  assert "does not hold" in report.disjointness_verdict(overlap)[0]
+  assert "does not hold" in verdicts.disjointness_verdict(overlap)[0]
   near = [_result("phonebook_ql", "hawk", "causal", 64, [0.5, 0.52, 0.48]),
           _result("phonebook_ql", "hawk", "causal", 128, [0.9, 0.9, 0.91]),
           _result("phonebook_ql", "hawk", "bidirectional", 64, [0.8, 0.82, 0.81])]
-  line = report.margin_verdict(near, "phonebook_ql")[0]
+  line = verdicts.margin_verdict(near, "phonebook_ql")[0]
   assert "w64" in line and "**holds**" in line
   near[2]["best"]["test_accuracy"] = [0.6, 0.62, 0.61]  # beats it, but by less than the margin
-  assert "does not hold" in report.margin_verdict(near, "phonebook_ql")[0]
+  assert "does not hold" in verdicts.margin_verdict(near, "phonebook_ql")[0]
 
 
 def test_report_writes_tables_and_plots(tmp_path):

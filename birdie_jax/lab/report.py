@@ -2,24 +2,19 @@
 computed from the numbers, a table per task, and Zoology's plot (accuracy against decode state).
 
 Every number is the chosen learning rate's test accuracy (teacher-forced, over the scored answer
-tokens), as mean +- 95% t-interval over seeds. A difference counts ("holds") only when the two
-intervals do not overlap.
+tokens), as mean +- 95% t-interval over seeds; the verdicts are `verdicts.py`'s.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import collections
 import json
 import os
 
 import numpy as np
 
-from birdie_jax.evals import stats
+from birdie_jax.lab.verdicts import (MARGIN, accuracy, by_point, cell, disjointness_verdict,
+                                    margin_verdict, sanity)
 from birdie_jax.workdir import save_figure, write_atomic
-
-SANITY_THRESHOLD = 0.99  # Transformer on MQAR at every width (Zoology: attention ~1.0)
-SOLVED, FAILED = 0.9, 0.5  # "solves" / "fails" a task
-MARGIN = 0.2  # bidirectional beats causal by this much
 
 
 def load_results(workdir: str) -> list[dict]:
@@ -33,92 +28,6 @@ def load_results(workdir: str) -> list[dict]:
   return out
 
 
-def interval(values: Sequence[float]) -> tuple[float, float]:
-  """(mean, half-width of the 95% Student-t interval); the half-width is inf for one value."""
-  estimate = stats.mean_interval(values)
-  half = estimate.half_width
-  return estimate.mean, float("inf") if half is None else half
-
-
-def _key(r: Mapping) -> tuple:
-  p = r["point"]
-  return (p["task"], p["difficulty"], p["family"], p["layout"], p["width"])
-
-
-def _acc(r: Mapping) -> tuple[float, float]:
-  return interval(r["best"]["test_accuracy"])
-
-
-def _fmt(r: Mapping | None) -> str:
-  if r is None:
-    return "–"
-  mean, half = _acc(r)
-  ci = "" if not np.isfinite(half) else f" ± {half:.2f}"
-  return f"{mean:.2f}{ci} ({r['best']['learning_rate']:.1e})"
-
-
-def _above(a: Mapping, b: Mapping, margin: float = 0.0) -> bool:
-  """a's interval lies wholly above b's + margin."""
-  (ma, ha), (mb, hb) = _acc(a), _acc(b)
-  return ma - ha > mb + hb + margin
-
-
-def sanity(results: list[dict]) -> tuple[bool | None, str]:
-  """Transformer >= 0.99 on MQAR at every width run (None: no such point)."""
-  rows = [r for r in results if r["point"]["task"] == "mqar" and
-          r["point"]["family"] == "transformer"]
-  if not rows:
-    return None, "no Transformer MQAR point ran: the lab's sanity gate is **not checked**."
-  low = [r for r in rows if _acc(r)[0] < SANITY_THRESHOLD]
-  cells = ", ".join(f"{r['point']['layout']} w{r['point']['width']} kv{r['point']['difficulty']}"
-                    f" {_acc(r)[0]:.3f}" for r in rows)
-  if low:
-    return False, (f"**FAILED**: Transformer MQAR below {SANITY_THRESHOLD} ({cells}); the "
-                   "recurrent comparisons below are uninformative until it passes.")
-  return True, f"passed: Transformer MQAR ≥ {SANITY_THRESHOLD} at every width ({cells})."
-
-
-def _index(results):
-  return {_key(r): r for r in results}
-
-
-def disjointness_verdict(results: list[dict], family: str = "hawk") -> list[str]:
-  """Per width: does the bidirectional model solve both orders where the causal one fails the
-  harder (long-first) order?"""
-  idx, lines = _index(results), []
-  for (task, d, fam, layout, width), r in sorted(idx.items()):
-    if task != "disjoint_lf" or fam != family or layout != "causal":
-      continue
-    bi = [idx.get((t, d, fam, "bidirectional", width)) for t in ("disjoint_sf", "disjoint_lf")]
-    if None in bi:
-      continue
-    causal_fails = _acc(r)[0] < FAILED
-    bi_solves = all(_acc(b)[0] >= SOLVED for b in bi)
-    verdict = "holds" if causal_fails and bi_solves and _above(bi[1], r) else "does not hold"
-    lines.append(f"- {family} w{width}, long set {d}: causal long-first {_fmt(r)}; bidirectional "
-                 f"short-first {_fmt(bi[0])}, long-first {_fmt(bi[1])}: **{verdict}**")
-  return lines or [f"- no {family} disjointness pair (causal and bidirectional) ran"]
-
-
-def margin_verdict(results: list[dict], task: str, family: str = "hawk") -> list[str]:
-  """At the width where causal is nearest 0.5: bidirectional beats it by >= MARGIN beyond the
-  intervals?"""
-  idx = _index(results)
-  causal = [r for k, r in idx.items() if k[0] == task and k[2] == family and k[3] == "causal"]
-  lines = []
-  for d in sorted({r["point"]["difficulty"] for r in causal}):
-    rows = [r for r in causal if r["point"]["difficulty"] == d]
-    near = min(rows, key=lambda r: abs(_acc(r)[0] - 0.5))
-    width = near["point"]["width"]
-    bi = idx.get((task, d, family, "bidirectional", width))
-    if bi is None:
-      continue
-    verdict = "holds" if _above(bi, near, MARGIN) else "does not hold"
-    lines.append(f"- {task}:{d} {family} w{width} (causal nearest 0.5): causal {_fmt(near)}, "
-                 f"bidirectional {_fmt(bi)}: **{verdict}**")
-  return lines or [f"- no {family} {task} pair (causal and bidirectional) ran"]
-
-
 def task_tables(results: list[dict]) -> list[str]:
   """One markdown table per task:difficulty: rows family/layout, columns widths."""
   groups = collections.defaultdict(list)
@@ -128,12 +37,12 @@ def task_tables(results: list[dict]) -> list[str]:
   for (task, d), rows in sorted(groups.items()):
     widths = sorted({r["point"]["width"] for r in rows})
     arms = sorted({(r["point"]["family"], r["point"]["layout"]) for r in rows})
-    idx = _index(rows)
+    idx = by_point(rows)
     lines += [f"### {task}:{d}", "", "| family | layout | " +
               " | ".join(f"w{w}" for w in widths) + " |",
               "|---|---|" + "---|" * len(widths)]
     for fam, layout in arms:
-      cells = [_fmt(idx.get((task, d, fam, layout, w))) for w in widths]
+      cells = [cell(idx.get((task, d, fam, layout, w))) for w in widths]
       lines.append(f"| {fam} | {layout} | " + " | ".join(cells) + " |")
     lines.append("")
   return lines
@@ -155,8 +64,8 @@ def plot_tasks(results: list[dict], folder: str) -> list[str]:
       arms[(r["point"]["family"], r["point"]["layout"])].append(r)
     for (fam, layout), rs in sorted(arms.items()):
       rs.sort(key=lambda r: r["state_size"])
-      means = np.array([_acc(r)[0] for r in rs])
-      halves = np.nan_to_num(np.array([_acc(r)[1] for r in rs]), posinf=0.0)
+      means = np.array([accuracy(r)[0] for r in rs])
+      halves = np.nan_to_num(np.array([accuracy(r)[1] for r in rs]), posinf=0.0)
       style = "-" if layout == "bidirectional" else "--"
       ax.errorbar([r["state_size"] for r in rs], means, yerr=halves, fmt=style + "o",
                   label=f"{fam} {layout}", capsize=2, markersize=3)

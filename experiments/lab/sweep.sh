@@ -1,30 +1,33 @@
 #!/usr/bin/env bash
-# The lab's GPU sweep in pieces: bash experiments/lab/gpu.sh MINUTES [OUT]
-# Runs the stages below in order within MINUTES, each continuing the sweep
-# (LAB_CONFIG, default configs/lab.py:gpu) in LAB_WORKDIR (default experiments/lab/runs/gpu;
-# finished points are skipped), writes experiments/LAB.md and its
-# plots, and packs the results (points/*.json, settings, report) into OUT/lab.tgz when OUT is
+# The lab's sweep in pieces (made for lent GPUs, runs anywhere):
+#     bash experiments/lab/sweep.sh MINUTES [OUT]
+# Runs the stages below in order within MINUTES, each continuing the sweep (LAB_CONFIG, default
+# configs/lab.py:gpu) in LAB_WORKDIR (default experiments/lab/runs/gpu; finished points are
+# skipped), writes LAB_REPORT (default experiments/LAB.md) and its plots (LAB_PLOTS, default
+# experiments/lab), and packs the results (points, settings, report) into OUT/lab.tgz when OUT is
 # given (a lent machine keeps nothing: unpack it into the checkout and commit). Wheels for what
 # the machine lacks are installed from .wheels/ when that folder exists.
 set -u
 budget=$1
 out=${2:-}
 start=$(date +%s)
-if [ -d .wheels ]; then
+if [ -d .wheels ] && ! python -c "import ml_collections, sentencepiece" 2>/dev/null; then
   python -m pip install -q --no-deps --no-index --find-links .wheels --target /tmp/site \
     ml_collections sentencepiece zstandard 2>&1 | tail -1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1
 workdir=${LAB_WORKDIR:-experiments/lab/runs/gpu}
+report=${LAB_REPORT:-experiments/LAB.md}
+plots=${LAB_PLOTS:-experiments/lab}
 config=${LAB_CONFIG:-configs/lab.py:gpu}
 
 stage() {
   local left
   left=$(( budget * 60 - ($(date +%s) - start) ))
   if [ "$left" -lt 45 ]; then return; fi
-  python -m birdie_jax.lab --config=$config --workdir=$workdir \
-    --config.max_minutes="$(awk "BEGIN {print ($left - 25) / 60}")" --report=experiments/LAB.md --plots=experiments/lab "$@" 2>&1 \
+  python -m birdie_jax.lab --config="$config" --workdir="$workdir" --report="$report" \
+    --plots="$plots" --config.max_minutes="$(awk "BEGIN {print ($left - 25) / 60}")" "$@" 2>&1 \
     | grep -v "^WARNING\|^I0000\|^W0000"
 }
 # The config's tasks named in $1 (comma-separated task names, difficulties from the config).
@@ -38,7 +41,7 @@ stage --config.tasks="$(tasks_of phonebook_ql,mqar_pq)" --config.families=hawk
 stage --config.tasks="$(tasks_of mqar)" --config.families=hawk
 stage
 python -m birdie_jax.lab --config=$config --workdir=$workdir --report_only \
-  --report=experiments/LAB.md --plots=experiments/lab 2>&1 | tail -1
+  --report=$report --plots=$plots 2>&1 | tail -1
 if [ -n "$out" ]; then
-  tar czf "$out/lab.tgz" --exclude=partial $workdir experiments/LAB.md experiments/lab/*.png
+  tar czf "$out/lab.tgz" --exclude=partial "$workdir" "$report" "$plots"/*.png
 fi
