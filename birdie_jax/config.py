@@ -45,7 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
   """All keys with their defaults (a tiny Hawk on the embedded corpus with next-token prediction)."""
   c = ml_collections.ConfigDict()
   c.seed = 0                                 # seeds params, data order and every objective draw
-  c.curriculum = "ntp"                       # ntp | ul2 | fixed_ratio | birdie_causal | birdie
+  c.curriculum = "ntp"                       # ntp|ul2|fixed_ratio|uniform|birdie_causal|birdie
 
   c.model = ml_collections.ConfigDict()
   c.model.family = "hawk"                    # hawk | gated_ssm | griffin | transformer

@@ -21,6 +21,9 @@ Curricula:
                 are always prepended, as in UL2.
   fixed_ratio   Birdie's configurations with the hand-set class ratios `FIXED_RATIO` (the paper's
                 hand-tuned ratios are unpublished), uniform within a class.
+  uniform       Birdie's configurations at `birdie`'s starting weights (1/7 per class, uniform
+                within a class), kept fixed: no controller runs (`train.mixture_control`), so it
+                is the controller's baseline (train it on the model `birdie` uses to compare them).
   birdie, birdie_causal
                 All of Birdie's configurations, 1/7 per class and uniform within a class (the
                 paper-era starting mixture) until the controller sets the weights; the two differ
@@ -44,7 +47,7 @@ from birdie_jax.objectives import registry
 
 FILL, POSITIONS, TOKENS = "fill", "positions", "tokens"  # what a configuration's range counts
 PAPER_SEQ_LEN = 2048  # the row length the paper's ranges are for
-CURRICULA = ("ntp", "ul2", "fixed_ratio", "birdie_causal", "birdie")
+CURRICULA = ("ntp", "ul2", "fixed_ratio", "uniform", "birdie_causal", "birdie")
 BIRDIE_APPEND_PROB = 0.5  # paradigm token appended (else prepended) half of the time
 
 # Paper A.2 (lengths for 2048-token rows).
