@@ -133,3 +133,123 @@ def test_uniform_runs_without_the_controller():
   config.curriculum = "uniform-typo"
   with pytest.raises(ConfigError, match="curriculum"):
     validate_config(config)
+
+
+# --- results: verdicts on constructed values, and the run files they are read from ---
+
+from birdie_jax.evals import stats  # noqa: E402
+from birdie_jax.evals.finetune_protocol import (  # noqa: E402
+    CurvePoint, FinetuneSettings, LearningRateRun, ProtocolResult, TaskFinetune)
+from birdie_jax.evals.report import Report, TaskResult  # noqa: E402
+from experiments.study import results, runs  # noqa: E402
+
+NTP, BIRDIE = "hawk-50m-ntp-lr1e-3", "hawk-50m-birdie"
+
+
+def test_verdicts_win_loss_overlap_and_missing():
+  values = {BIRDIE: {"phonebook/steps_to_50": [100, 110, 105], "copying_text": [0.10, 0.12, 0.11],
+                     "mqar/steps_to_90": [900, 1400, 1100]},
+            NTP: {"phonebook/steps_to_50": [400, 420, 410], "copying_text": [0.50, 0.52, 0.51],
+                  "mqar/steps_to_90": [1000, 1500, 1200]}}
+  assert results.judge(values, BIRDIE, NTP, "phonebook/steps_to_50").outcome == stats.WIN
+  assert results.judge(values, NTP, BIRDIE, "phonebook/steps_to_50").outcome == stats.LOSS
+  assert results.judge(values, BIRDIE, NTP, "copying_text").outcome == stats.LOSS
+  overlap = results.judge(values, BIRDIE, NTP, "mqar/steps_to_90")
+  assert overlap.outcome == stats.INCONCLUSIVE and "overlap" in overlap.reason
+  missing = results.judge(values, BIRDIE, "hawk-50m-uniform", "copying_text")
+  assert missing.outcome == results.MISSING and "hawk-50m-uniform" in missing.reason
+  one_seed = {BIRDIE: {"copying_text": [0.9]}, NTP: {"copying_text": [0.1, 0.11]}}
+  assert results.judge(one_seed, BIRDIE, NTP, "copying_text").outcome == stats.INCONCLUSIVE
+
+
+def test_perplexity_target_is_five_percent_beyond_the_interval():
+  ppl = "perplexity/gutenberg_val"
+  ntp = {ppl: [20.0, 20.02, 19.98]}
+  near = {BIRDIE: {ppl: [20.4, 20.6, 20.5]}, NTP: ntp}  # 2.5% worse: within 5%
+  far = {BIRDIE: {ppl: [23.0, 23.2, 22.9]}, NTP: ntp}  # 15% worse
+  edge = {BIRDIE: {ppl: [19.0, 23.0, 21.0]}, NTP: ntp}  # straddles 1.05 x 20
+  kw = dict(scale_b=results.PPL_TARGET)
+  assert results.judge(near, BIRDIE, NTP, ppl, **kw).outcome == stats.WIN
+  assert results.judge(far, BIRDIE, NTP, ppl, **kw).outcome == stats.LOSS
+  assert results.judge(edge, BIRDIE, NTP, ppl, **kw).outcome == stats.INCONCLUSIVE
+  assert results.judge(near, BIRDIE, NTP, ppl).outcome == stats.LOSS  # without the 5%: worse
+
+
+def test_best_ntp_is_the_lowest_heldout_perplexity():
+  ppl = "perplexity/gutenberg_val"
+  values = {"hawk-50m-ntp-lr5e-4": {ppl: [30.0]}, "hawk-50m-ntp-lr1e-3": {ppl: [25.0, 26.0]},
+            "hawk-50m-ntp-lr2e-3": {ppl: [27.0]}, "hawk-150m-ntp-lr3e-4": {ppl: [10.0]}}
+  assert results.best_ntp(values, "hawk", "50m") == "hawk-50m-ntp-lr1e-3"
+  assert results.best_ntp(values, "transformer", "50m") is None
+
+
+def _report(copy16: float) -> dict:
+  copy = TaskResult("copying_text", ("accuracy", "exact_match"), "tokens", True,
+                    ({"difficulty": 16, "examples": 32, "chance": 0.01, "accuracy": 0.95,
+                      "exact_match": copy16},
+                     {"difficulty": 64, "examples": 32, "chance": 0.01, "accuracy": 0.75,
+                      "exact_match": 0.2}), {"accuracy": 0.85, "exact_match": 0.5}, 1.0)
+  return Report(step=1600, layout="continuation", seq_len=2048, examples=32,
+                tasks={"copying_text": copy}).to_json()
+
+
+def _protocol(steps_to_50_score: float, one_number: float) -> dict:
+  def run(lr, final):
+    curve = (CurvePoint(0, 0.1, 3.0), CurvePoint(250, steps_to_50_score, 2.0),
+             CurvePoint(500, final, 1.0))
+    return LearningRateRun("phonebook", lr, 500, 8000, curve, ((500, 1.0),), 20.0, 21.0, 9.0)
+  evaluation = TaskResult("phonebook", ("digit_accuracy", "exact_match"), "numbers", True,
+                          ({"difficulty": 1, "examples": 32, "chance": 0.1,
+                            "digit_accuracy": one_number, "exact_match": 0.5},), {}, 1.0)
+  task = TaskFinetune("phonebook", "digit_accuracy", (run(1e-4, 0.6), run(3e-4, 0.8)), 3e-4,
+                      evaluation)
+  return ProtocolResult(FinetuneSettings(steps=500), {"phonebook": task}).to_json()
+
+
+def _write_arm(root, arm: str, *, copy16=0.95, mid=0.6, one_number=0.95, ppl=20.0):
+  import json  # pylint: disable=import-outside-toplevel
+  folder = root / arm
+  (folder / "eval").mkdir(parents=True)
+  (folder / "finetune").mkdir()
+  (folder / "eval" / "800.json").write_text(json.dumps(_report(0.0)))  # older: not read
+  (folder / "eval" / "1600.json").write_text(json.dumps(_report(copy16)))
+  (folder / "finetune" / "protocol.json").write_text(json.dumps(_protocol(mid, one_number)))
+  (folder / "heldout.json").write_text(json.dumps({"gutenberg_val": {"loss": 3.0,
+                                                                     "perplexity": ppl}}))
+  (folder / "metrics.jsonl").write_text('{"step": 10, "val_loss": 4.0}\n'
+                                        '{"step": 20, "loss": 3.5}\n'
+                                        '{"step": 30, "val_loss": 3.2}\n')
+
+
+def test_arm_metrics_read_the_run_files(tmp_path):
+  _write_arm(tmp_path, "hawk-50m-birdie-s0", mid=0.6)
+  _write_arm(tmp_path, "hawk-50m-birdie-s1", mid=0.3, ppl=22.0)
+  m = runs.arm_metrics(str(tmp_path / "hawk-50m-birdie-s0"))
+  assert m[runs.GATE_COPY] == 0.95 and m["copying_text"] == 0.85  # newest report, main metric
+  assert m["phonebook/steps_to_50"] == 250 and m["phonebook/steps_to_90"] == 500  # never: steps
+  assert m["phonebook/final"] == 0.8 and m[runs.GATE_PHONEBOOK] == 0.95
+  assert m["perplexity/gutenberg_val"] == 20.0 and m["val_loss"] == 3.2
+  values = runs.collect(str(tmp_path), ["hawk-50m-birdie-s0", "hawk-50m-birdie-s1",
+                                        "hawk-50m-uniform-s0"])
+  assert list(values) == ["hawk-50m-birdie"]
+  assert values["hawk-50m-birdie"]["phonebook/steps_to_50"] == [250, 500]
+  assert values["hawk-50m-birdie"]["perplexity/gutenberg_val"] == [20.0, 22.0]
+
+
+def test_results_state_the_gate_first_and_mark_what_it_voids(tmp_path):
+  for seed in (0, 1):  # the reference misses the copy threshold: copying rows are uninformative
+    _write_arm(tmp_path, f"transformer-50m-ntp-lr1e-3-s{seed}", copy16=0.5)
+    _write_arm(tmp_path, f"hawk-50m-birdie-s{seed}")
+    _write_arm(tmp_path, f"hawk-50m-ntp-lr1e-3-s{seed}", ppl=20.0 + seed)
+  values = runs.collect(str(tmp_path), study.ARMS)
+  text = results.markdown(values)
+  body = text.split("\n", 2)[2]
+  assert body.startswith("**Sanity gate: FAILED.**") and "transformer-50m-ntp-lr1e-3" in body
+  rows = results.claims(values, "hawk", "50m", results.gate_of(values))
+  a_rows = rows["(a) Birdie vs NTP: retrieval fine-tuning speed and copying"]
+  assert {r.metric for r in a_rows if r.uninformative} == {"copying_text"}  # the others: missing
+  speed = [r for r in a_rows if r.metric.startswith("phonebook/")]  # the phonebook check passed
+  assert speed and all(r.outcome != results.MISSING and not r.uninformative for r in speed)
+  c_rows = rows["(c) controller (birdie) vs fixed uniform mixture"]
+  assert all(r.outcome == results.MISSING for r in c_rows)  # no uniform arm ran
+  assert "## hawk 50m" in text and "## hawk 150m" not in text
