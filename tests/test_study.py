@@ -253,3 +253,4 @@ def test_results_state_the_gate_first_and_mark_what_it_voids(tmp_path):
   c_rows = rows["(c) controller (birdie) vs fixed uniform mixture"]
   assert all(r.outcome == results.MISSING for r in c_rows)  # no uniform arm ran
   assert "## hawk 50m" in text and "## hawk 150m" not in text
+

@@ -157,11 +157,11 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
   config.data.val_fraction = 0.1
   config.data.tokenizer.kind = "bytes"
   config.data.tokenizer.model_path = None
-  config.train.update(steps=8, batch_size=4, seq_len=128, warmup_steps=1, log_every=2,
+  config.train.update(steps=8, batch_size=8, seq_len=128, warmup_steps=1, log_every=2,
                       eval_every=4, eval_batches=1)
   config.checkpoint.update(every_steps=4, async_save=False)
   config.controller.update(num_candidates=16, train_steps=2, hidden=16, layers=1)
-  config.eval.update(examples=2, batch_size=4, seq_len=128)
+  config.eval.update(examples=2, batch_size=8, seq_len=512)  # phonebook fits 512
 
 
 def get_config(arg: str) -> ml_collections.ConfigDict:

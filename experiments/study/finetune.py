@@ -1,0 +1,55 @@
+"""The fine-tuning protocol on a study run, one task per call (`finetune/protocol-<task>.json`).
+
+    python -m experiments.study.finetune --workdir=workdirs/study/hawk-50m-birdie-s0 \\
+        --task=phonebook [--tiny]
+
+`birdie_jax.evals.finetune_protocol` (`protocol_for_run`: per task an LR sweep of warm-up + cosine
+fine-tunes with 50% replay of the run's own pre-training rows, the LR chosen on a held-out split,
+learning curves, perplexity before and after) with the study's settings, SETTINGS below: the same
+for every arm of a size so steps-to-50% / 90% compare. One task per call keeps each call inside a
+GPU command's 10 minutes; `runs.py` merges the files. The evaluator is the run's `eval` section
+(config.py: 32 examples per difficulty at 2048 tokens).
+"""
+from __future__ import annotations
+
+import os
+
+from birdie_jax.evals.finetune_protocol import FinetuneSettings, protocol_for_run
+from birdie_jax.evals.runner import Evaluator
+from birdie_jax.trained_run import TrainedRun, load_run
+
+# 1,000 steps x 32 rows (16 replayed) at 2048 tokens: 16,000 task rows per LR (phonebook books of
+# up to 32 asked numbers, MQAR rows of many queries: more examples than rows), the sweep at 1%, 3%
+# and 10% of the run's peak in the protocol's half-decade steps. Below the protocol's 1e5 default
+# because a task's three LRs (196M tokens, about twice the 50m pre-training) must fit one 10-minute
+# GPU call; raise `steps` once STATUS.md has the measured throughput.
+SETTINGS = dict(steps=1000, batch_size=32, eval_every=100, heldout_examples=16,
+                perplexity_examples=8)
+TINY = dict(steps=2, batch_size=8, eval_every=2, heldout_examples=2, perplexity_examples=2,
+            log_every=1)
+
+
+def settings_for(run: TrainedRun, task: str, tiny: bool = False) -> FinetuneSettings:
+  """The study's protocol for one task, its LR sweep scaled to the run's peak (default 3e-3)."""
+  return FinetuneSettings(tasks=(task,), lr_scale=run.config.train.learning_rate / 3e-3,
+                          **(TINY if tiny else SETTINGS))
+
+
+def finetune_task(workdir: str, task: str, *, tiny: bool = False,
+                  run: TrainedRun | None = None) -> str:
+  """Runs the protocol for `task` on the run's latest checkpoint; returns the JSON's path."""
+  run = run or load_run(workdir)
+  evaluator = Evaluator(run.config, run.tokenizer, run.setup)
+  result = protocol_for_run(run, evaluator, settings_for(run, task, tiny))
+  path = os.path.join(workdir, "finetune", f"protocol-{task}.json")
+  result.write(path)
+  return path
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_string("workdir", None, "the study run's workdir", required=True)
+  flags.DEFINE_enum("task", None, ["phonebook", "mqar"], "the task to fine-tune", required=True)
+  flags.DEFINE_bool("tiny", False, "a few steps (CPU smoke runs)")
+  app.run(lambda argv: print(finetune_task(flags.FLAGS.workdir, flags.FLAGS.task,
+                                           tiny=flags.FLAGS.tiny)))
