@@ -214,6 +214,9 @@ def _write_arm(root, arm: str, *, copy16=0.95, mid=0.6, one_number=0.95, ppl=20.
   (folder / "eval" / "800.json").write_text(json.dumps(_report(0.0)))  # older: not read
   (folder / "eval" / "1600.json").write_text(json.dumps(_report(copy16)))
   (folder / "finetune" / "protocol.json").write_text(json.dumps(_protocol(mid, one_number)))
+  (folder / "objectives").mkdir()
+  (folder / "objectives" / "1600.json").write_text(json.dumps(
+      {"step": 1600, "classes": {"copying": {"loss": 0.5, "accuracy": 0.9, "tokens": 10.0}}}))
   (folder / "heldout.json").write_text(json.dumps({"gutenberg_val": {"loss": 3.0,
                                                                      "perplexity": ppl}}))
   (folder / "metrics.jsonl").write_text('{"step": 10, "val_loss": 4.0}\n'
@@ -229,6 +232,7 @@ def test_arm_metrics_read_the_run_files(tmp_path):
   assert m["phonebook/steps_to_50"] == 250 and m["phonebook/steps_to_90"] == 500  # never: steps
   assert m["phonebook/final"] == 0.8 and m[runs.GATE_PHONEBOOK] == 0.95
   assert m["perplexity/gutenberg_val"] == 20.0 and m["val_loss"] == 3.2
+  assert m["objectives/copying"] == 0.9
   values = runs.collect(str(tmp_path), ["hawk-50m-birdie-s0", "hawk-50m-birdie-s1",
                                         "hawk-50m-uniform-s0"])
   assert list(values) == ["hawk-50m-birdie"]

@@ -10,6 +10,7 @@ One workdir per arm, `<root>/<arm>` (STATUS.md's commands write these files):
                               never-learning arm counts as slow, not as missing), its final
                               held-out score, and the evaluation's one-number phonebook digit
                               accuracy (the gate's retrieval check)
+  objectives/<step>.json      `evaluate --tasks=objectives`: each class's token accuracy
   heldout.json                `experiments.study.heldout`: {corpus file: {loss, perplexity}}
   metrics.jsonl               the training loop's; the last `val_loss`
 An arm's metrics are {name: value}; a file that is missing leaves its metrics out.
@@ -81,6 +82,10 @@ def arm_metrics(workdir: str) -> dict[str, float]:
     out.update(eval_metrics(_read(report)))
   for path in sorted(glob.glob(os.path.join(workdir, "finetune", "protocol*.json"))):
     out.update(protocol_metrics(_read(path)))
+  objectives = _latest(os.path.join(workdir, "objectives"))
+  if objectives:  # competence at the run's own objectives: token accuracy per class
+    out.update({f"objectives/{name}": c["accuracy"]
+                for name, c in _read(objectives)["classes"].items()})
   heldout = os.path.join(workdir, "heldout.json")
   if os.path.exists(heldout):
     out.update({f"perplexity/{name}": v["perplexity"] for name, v in _read(heldout).items()})
