@@ -212,6 +212,8 @@ def test_verdicts_from_constructed_results():
           _result("phonebook_ql", "hawk", "bidirectional", 64, [0.8, 0.82, 0.81])]
   line = verdicts.margin_verdict(near, "phonebook_ql")[0]
   assert "w64" in line and "**holds**" in line
+  only_causal = near + [_result("phonebook_ql", "hawk", "causal", 256, [0.5, 0.5, 0.5])]
+  assert "w64" in verdicts.margin_verdict(only_causal, "phonebook_ql")[0]  # w256 has no pair
   near[2]["best"]["test_accuracy"] = [0.6, 0.62, 0.61]  # beats it, but by less than the margin
   assert "does not hold" in verdicts.margin_verdict(near, "phonebook_ql")[0]
 

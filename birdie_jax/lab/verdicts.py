@@ -89,10 +89,11 @@ def disjointness_verdict(results: list[dict], family: str = "hawk") -> list[str]
 
 
 def margin_verdict(results: list[dict], task: str, family: str = "hawk") -> list[str]:
-  """At the width where causal is nearest 0.5: bidirectional beats it by >= MARGIN beyond the
-  intervals?"""
+  """At the width where causal is nearest 0.5 (of the widths run both ways): bidirectional beats
+  it by >= MARGIN beyond the intervals?"""
   idx = by_point(results)
-  causal = [r for k, r in idx.items() if k[0] == task and k[2] == family and k[3] == "causal"]
+  causal = [r for k, r in idx.items() if k[0] == task and k[2] == family and k[3] == "causal"
+            and (k[0], k[1], k[2], "bidirectional", k[4]) in idx]  # widths run both ways
   lines = []
   for d in sorted({r["point"]["difficulty"] for r in causal}):
     rows = [r for r in causal if r["point"]["difficulty"] == d]
