@@ -95,11 +95,11 @@ def _load_partial(directory: str, point: Point, fresh_state):
   return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves]), progress
 
 
-def _summary(settings, lrs, seeds, val: dict, test: dict) -> dict:
+def _summary(lrs, seeds, val_accuracy, test: dict) -> dict:
   per_lr = {}
   for lr in sorted(set(lrs)):
     rs = [r for r, x in enumerate(lrs) if x == lr]
-    per_lr[lr] = float(np.mean([val["accuracy"][r] for r in rs]))
+    per_lr[lr] = float(np.mean([val_accuracy[r] for r in rs]))
   best = max(per_lr, key=lambda lr: (per_lr[lr], -lr))  # ties: the smaller learning rate
   chosen = [r for r, x in enumerate(lrs) if x == best]
   return {"learning_rate": best, "val_accuracy_by_lr": {str(k): v for k, v in per_lr.items()},
@@ -119,7 +119,7 @@ def run_point(settings: ml_collections.ConfigDict, point: Point, directory: str,
   val = _device_rows(settings, point, "val", settings.val_examples)
   state, progress = _load_partial(directory, point, replicas.init())
   progress = progress or {"step": 0, "curve": [], "train_seconds": 0.0, "compile_seconds": 0.0,
-                          "losses": []}
+                          "timed_steps": 0, "losses": []}
   length = int(pool["inputs"].shape[1])
   last_save, first_chunk = time.monotonic(), True
   while progress["step"] < settings.steps:
@@ -132,11 +132,12 @@ def run_point(settings: ml_collections.ConfigDict, point: Point, directory: str,
     state, losses = replicas.train(state, pool, indices)
     losses = np.asarray(jax.device_get(losses))
     seconds = time.perf_counter() - start
-    key = "compile_seconds" if first_chunk else "train_seconds"  # its first call compiles
+    if first_chunk:  # a process's first call compiles
+      progress["compile_seconds"] += seconds
+    else:
+      progress["train_seconds"] += seconds
+      progress["timed_steps"] += count
     first_chunk = False
-    progress[key] += seconds
-    progress["timed_steps"] = progress.get("timed_steps", 0) + (count if key == "train_seconds"
-                                                                else 0)
     progress["step"] = step + count
     if progress["step"] % settings.eval_every == 0 or progress["step"] == settings.steps:
       accuracy = replicas.evaluate(state[0], val, settings.eval_batch_size)["accuracy"]
@@ -153,21 +154,20 @@ def run_point(settings: ml_collections.ConfigDict, point: Point, directory: str,
   test = replicas.evaluate(state[0], _device_rows(settings, point, "test",
                                                   settings.test_examples),
                            settings.eval_batch_size)
-  val_final = replicas.evaluate(state[0], val, settings.eval_batch_size)
-  timed = max(progress.get("timed_steps", 0), 1)
+  val_accuracy = progress["curve"][-1][1]  # the loop scores validation at the last step
   tokens_per_step = len(lrs) * settings.batch_size * length
   result = {
       "point": point.__dict__ | {"name": point.name},
       "learning_rates": lrs, "seeds": seeds, "device": jax.devices()[0].device_kind,
       "params": replicas.num_params, "row_length": length,
       "state_size": decode_state_size(cfg, vocab, length),
-      "val_accuracy": val_final["accuracy"].tolist(), "test_accuracy": test["accuracy"].tolist(),
+      "val_accuracy": val_accuracy, "test_accuracy": test["accuracy"].tolist(),
       "test_exact_match": test["exact_match"].tolist(), "curve": progress["curve"],
       "losses": progress["losses"], "compile_seconds": progress["compile_seconds"],
       "train_seconds": progress["train_seconds"],
-      "tokens_per_second": (tokens_per_step * timed / progress["train_seconds"]
+      "tokens_per_second": (tokens_per_step * progress["timed_steps"] / progress["train_seconds"]
                             if progress["train_seconds"] else None),
-      "best": _summary(settings, lrs, seeds, val_final, test),
+      "best": _summary(lrs, seeds, val_accuracy, test),
   }
   write_atomic(os.path.join(directory, "points", f"{point.name}.json"), json.dumps(result))
   for suffix in (".npz", ".json"):

@@ -47,6 +47,8 @@ import zlib
 
 import numpy as np
 
+from birdie_jax.evals.mqar import gap_probabilities
+
 PAD_ID, BEGIN_ID, SEP_ID = 0, 1, 2
 FIRST_DATA_ID = 3
 DATA_IDS = 8192         # data ids by default: Zoology's vocabulary
@@ -61,12 +63,6 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 def mqar_length(kv: int) -> int:
   """Zoology's sequence length for `kv` pairs (its test sets: 64 up to 16 pairs, then 4 x kv)."""
   return max(64, 4 * kv)
-
-
-def gap_probabilities(space: int, power_a: float = 0.01) -> np.ndarray:
-  """Zoology's query-gap distribution over 0..space-1: proportional to a * g^(a-1)."""
-  p = power_a * np.arange(1, space + 1, dtype=np.float64) ** (power_a - 1)
-  return p / p.sum()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +82,16 @@ def _data(lo: int, hi: int) -> np.ndarray:
   return np.arange(FIRST_DATA_ID + lo, FIRST_DATA_ID + hi, dtype=np.int32)
 
 
-def _mqar(rng, d, n):
+def _pairs(rng, d, n):
+  """d distinct keys from the lower half of the data ids, values from the upper half, and the
+  context k1 v1 ... kd vd."""
   keys = rng.choice(_data(0, n // 2), d, replace=False)
   values = rng.choice(_data(n // 2, n), d)
-  context = np.stack([keys, values], 1).reshape(-1)
+  return keys, values, np.stack([keys, values], 1).reshape(-1)
+
+
+def _mqar(rng, d, n):
+  keys, values, context = _pairs(rng, d, n)
   region = mqar_length(d) - 2 * d
   gaps = rng.choice(region // 2, d, replace=False, p=gap_probabilities(region // 2))
   filler = np.setdiff1d(_data(0, n), keys)
@@ -101,10 +103,8 @@ def _mqar(rng, d, n):
 
 
 def _mqar_pq(rng, d, n):
-  keys = rng.choice(_data(0, n // 2), d, replace=False)
-  values = rng.choice(_data(n // 2, n), d)
+  keys, values, context = _pairs(rng, d, n)
   asked = rng.choice(d, min(PQ_QUERIES, d), replace=False)
-  context = np.stack([keys, values], 1).reshape(-1)
   prompt = np.concatenate([context, [SEP_ID], keys[asked]])
   answer = np.stack([keys[asked], values[asked]], 1).reshape(-1)
   return prompt, answer, np.arange(len(answer)) % 2 == 1
@@ -176,7 +176,8 @@ def check_difficulty(task: str, d: int, data_ids: int = DATA_IDS) -> str | None:
   if d < minimum:
     return f"lab task {task} needs a difficulty >= {minimum}, got {d}"
   needed = {"mqar": 2 * d + 2, "mqar_pq": 2 * d, "disjoint_sf": DISJOINT_SHORT + d,
-            "disjoint_lf": DISJOINT_SHORT + d, "copying": 2, "selective_copying": 1 + SELECTIVE_DATA,
+            "disjoint_lf": DISJOINT_SHORT + d, "copying": 2,
+            "selective_copying": 1 + SELECTIVE_DATA,
             "phonebook_qf": 12, "phonebook_ql": 12}[task]
   if data_ids < needed:
     return f"lab task {task} at difficulty {d} needs >= {needed} data ids, got {data_ids}"
