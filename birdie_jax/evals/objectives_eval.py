@@ -32,9 +32,10 @@ from birdie_jax.data.pipeline import make_validation_sets
 from birdie_jax.data.sources import load_documents
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives.mixture import Mixture
-from birdie_jax.parallel.sharding import axis_rules, batch_sharding
+from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA
 from birdie_jax.train.state import TrainSetup
+from birdie_jax.train.step import batch_logits
 from birdie_jax.trained_run import TrainedRun
 
 Recipe = dict[str, int]  # seed, rows (global), batches
@@ -72,10 +73,7 @@ def _score_fn(setup: TrainSetup):
   """A jitted (params, batch) -> sums of target loss, argmax hits and target weight."""
 
   def score(params, batch) -> dict[str, jax.Array]:
-    model = setup.model(params)
-    with axis_rules(setup.rules):  # the same call as train.step.token_losses
-      logits = model(batch["inputs"], segment_ids=batch["segment_ids"],
-                     positions=batch["positions"], prefix_mask=batch["prefix_mask"])
+    logits = batch_logits(setup, params, batch)  # as train.step.token_losses
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     hits = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
     mask = batch["loss_mask"]

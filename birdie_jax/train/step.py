@@ -16,12 +16,17 @@ Batch = Mapping[str, jax.Array]
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask")
 
 
-def token_losses(setup: TrainSetup, params, batch: Batch) -> jax.Array:
-  """Per-token cross-entropy (float32, B x L); zero where `loss_mask` is 0."""
+def batch_logits(setup: TrainSetup, params, batch: Batch) -> jax.Array:
+  """The model's float32 logits (B x L x vocab) on a packed batch."""
   model = setup.model(params)
   with axis_rules(setup.rules):
-    logits = model(batch["inputs"], segment_ids=batch["segment_ids"],
-                   positions=batch["positions"], prefix_mask=batch["prefix_mask"])
+    return model(batch["inputs"], segment_ids=batch["segment_ids"],
+                 positions=batch["positions"], prefix_mask=batch["prefix_mask"])
+
+
+def token_losses(setup: TrainSetup, params, batch: Batch) -> jax.Array:
+  """Per-token cross-entropy (float32, B x L); zero where `loss_mask` is 0."""
+  logits = batch_logits(setup, params, batch)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   return ce * batch["loss_mask"]
 
