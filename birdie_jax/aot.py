@@ -13,11 +13,15 @@ predict, two ways:
 Topology names: `v4:4x4x4` (64 chips, v4-128 in TensorCore naming), `v5e:16x16` (256 chips),
 `v5p:4x4x4`, `v6e:8x8`: the generation, then the chip grid. v4 and v5p compile in megacore mode
 (one device per chip) as they run. `--json=FILE` appends the numbers as one JSON line.
+
+The flags, the config and libtpu's presence are checked before anything is lowered, each
+problem in one line (without libtpu: what is missing and the pip command that adds it).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import sys
@@ -38,15 +42,28 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.models.layer_stack import STACKED
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
-from birdie_jax.tpu_specs import Chip, topology_chip, topology_chips
+from birdie_jax.tpu_specs import Chip, parse_topology, topology_chip, topology_chips
+from birdie_jax.workdir import check_writable
 from birdie_jax.train.state import make_train_setup
 from birdie_jax.train.step import make_train_step
 
 GIB = 2**30
+_GET_LIBTPU = "pip install -r requirements-aot.txt (the libtpu of the pinned jax; Linux x86-64)"
+
+
+def require_libtpu() -> None:
+  """ConfigError in one line unless a TPU compiler can be loaded: libtpu installed as a package,
+  or a library at $TPU_LIBRARY_PATH (what JAX itself looks for)."""
+  path = os.environ.get("TPU_LIBRARY_PATH", "")
+  if (path and os.path.exists(path)) or importlib.util.find_spec("libtpu") is not None:
+    return
+  raise ConfigError(f"compiling for a TPU topology needs libtpu, which is not installed: "
+                    f"{_GET_LIBTPU}")
 
 
 def topology_devices(name: str) -> list:
   """Compile-only devices of a TPU topology (one per chip, as JAX runs on it)."""
+  require_libtpu()
   # No TPU is opened, so libtpu's one-process-per-host lock need not keep other compiles out.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   mode = "megacore" if topology_chip(name).megacore else "default"
@@ -215,18 +232,33 @@ def define_flags() -> None:
   flags.DEFINE_string("json", "", "append the numbers as a JSON line to this file")
 
 
+def check_flags(topology: str, assumed_mfu: float, json_path: str) -> None:
+  """ConfigError (one line) for a bad topology name, MFU or `--json` destination, before the
+  compile that would otherwise end in it."""
+  parse_topology(topology)
+  cli.require(0.0 < assumed_mfu <= 1.0, f"--assumed_mfu must be in (0, 1], got {assumed_mfu:g}")
+  if json_path:
+    cli.require(not os.path.isdir(json_path), f"--json={json_path} is a folder, not a file")
+    check_writable(os.path.dirname(os.path.abspath(json_path)), hint="--json appends there")
+
+
+_PROGRAM = "birdie_jax.aot"
+
+
 def main(argv: list[str]) -> None:
   """Compiles, prints the table, optionally appends JSON; user errors end in one line, a step
   that does not fit in exit status 1."""
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if f.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/sweep.py:hawk-1.4b-birdie")
+  config = cli.config_flag(_PROGRAM)
+  if config is None:
+    cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/sweep.py:hawk-1.4b-birdie")
   try:
-    report = compile_train_step(f.config, f.topology)
+    check_flags(f.topology, f.assumed_mfu, f.json)
+    report = compile_train_step(config, f.topology)
   except ConfigError as e:
-    cli.fail("birdie_jax.aot", e)
+    cli.fail(_PROGRAM, e)
   print(format_report(report, f.assumed_mfu), flush=True)
   if f.json:
     row = {"config": config_flags.get_config_filename(f["config"]),
@@ -243,4 +275,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))

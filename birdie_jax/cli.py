@@ -1,14 +1,27 @@
 """What the command-line tools share: a user error (a bad flag, config file, override or input)
-ends in one line on stderr, `<program>: error: <message>`, with exit status 2, not a traceback."""
+ends in one line on stderr, `<program>: error: <message>`, with exit status 2, not a traceback.
+
+absl programs parse through `flags_parser` (bad values of bounded flags, `lower_bound=`, end
+there); argparse programs (the benchmarks) use `ArgumentParser` with the `positive_int`-style
+types below. Checks that need more than one flag raise `ConfigError` through `require`, before
+any work, so a typo costs seconds rather than a compile or a trained tokenizer.
+"""
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
+import math
 import sys
 from typing import NoReturn
 
 from absl import flags
 from absl import logging
 import ml_collections
+
+from birdie_jax.errors import ConfigError
+
+# linear_scan's implementations (model.scan_impl), for the benchmarks' lists of them.
+SCAN_IMPLS = ("auto", "associative", "linear", "chunked", "pallas")
 
 # What loading a config file or applying a `--config.key=value` override raises when it is wrong.
 CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError)
@@ -64,3 +77,76 @@ def quiet_logging() -> None:
   """Library INFO chatter (Orbax, Grain) at WARNING unless `--verbosity` was given."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+
+
+def require(condition: bool, message: str) -> None:
+  """Raises ConfigError(message) unless `condition`: a flag check in one line."""
+  if not condition:
+    raise ConfigError(message)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose errors (unknown flags, bad values) end in one line and exit status 2, as the
+  absl programs' do, rather than a usage block followed by the error."""
+
+  def error(self, message: str) -> NoReturn:
+    fail(self.prog.removeprefix("python -m "), message)
+
+
+def _number(text: str, kind: type, what: str, ok: Callable[[float], bool]):
+  """`text` as `kind`, if `ok` holds for it; else argparse's one-line type error naming `what`."""
+  try:
+    value = kind(text)
+  except ValueError:
+    value = None
+  if value is None or not math.isfinite(value) or not ok(value):
+    raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+  return value
+
+
+def positive_int(text: str) -> int:
+  """argparse type: an integer >= 1."""
+  return _number(text, int, "a positive integer", lambda v: v >= 1)
+
+
+def non_negative_int(text: str) -> int:
+  """argparse type: an integer >= 0."""
+  return _number(text, int, "an integer >= 0", lambda v: v >= 0)
+
+
+def positive_float(text: str) -> float:
+  """argparse type: a finite number > 0."""
+  return _number(text, float, "a positive number", lambda v: v > 0)
+
+
+def positive_ints(text: str) -> list[int]:
+  """argparse type: a comma-separated list of positive integers, e.g. 1024,4096."""
+  parts = [p.strip() for p in text.split(",") if p.strip()]
+  if not parts:
+    raise argparse.ArgumentTypeError(f"must list positive integers, e.g. 1024,4096, got {text!r}")
+  return [positive_int(p) for p in parts]
+
+
+def choices_list(*choices: str) -> Callable[[str], list[str]]:
+  """argparse type: a comma-separated, non-empty list drawn from `choices`."""
+
+  def parse(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if p not in choices]
+    if bad or not parts:
+      raise argparse.ArgumentTypeError(f"must list some of {', '.join(choices)}, got {text!r}")
+    return parts
+
+  return parse
+
+
+def shapes(text: str) -> list[tuple[int, ...]]:
+  """argparse type: comma-separated array shapes of positive sizes, e.g. 8x2048x2048,8x512x64."""
+  try:
+    out = [tuple(int(n) for n in spec.split("x")) for spec in text.split(",") if spec.strip()]
+  except ValueError:
+    out = []
+  if not out or any(len(s) != 3 or min(s) < 1 for s in out):
+    raise argparse.ArgumentTypeError(f"must list BxLxD shapes of positive sizes, e.g. "
+                                     f"8x2048x2048, got {text!r}")
+  return out

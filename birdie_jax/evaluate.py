@@ -8,6 +8,14 @@ and the newest checkpoint's params; writes `eval/<step>.json`, `eval/<step>.md` 
 `eval/<step>-<task>.png` into the workdir. `--tasks`, `--examples` and `--seq_len` override the
 config's `eval` keys of the same names.
 
+Each task's result is written the moment the task is done (`eval/<step>-<task>.json` and its plot,
+each file atomically), the summary `<step>.json` and `.md` after the last: a failure or a stop in a
+late task loses none of the finished ones. Every flag and the eval settings are checked, and the
+workdir is checked writable (a probe file), before any checkpoint is read; the tasks' fit in the
+context before anything compiles. A run in a read-only place (a mount, a bucket you may only read)
+stops at the start in one line: copy or link it into a writable folder first (`config.json`,
+`tokenizer/`, `checkpoints/`; `metrics.jsonl` for the objectives' loss curves).
+
 `--tasks` may also name `objectives` (alone or with tasks: `--tasks=objectives,copying`): the
 run's competence at its own training objectives, per objective class (`evals/objectives_eval.py`),
 written to `objectives/<step>.json`, `.md` (printed) and `-losses.png` (each class's validation
@@ -22,13 +30,15 @@ import ml_collections
 from ml_collections import config_flags
 
 from birdie_jax import cli
+from birdie_jax.config import validate_config
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals import objectives_report
 from birdie_jax.evals.objectives_eval import objective_competence
-from birdie_jax.evals.report import Report
+from birdie_jax.evals.report import Report, write_task
 from birdie_jax.evals.runner import Evaluator, settings_of
 from birdie_jax.evals.settings import validate_settings
 from birdie_jax.trained_run import load_config, load_run, TrainedRun
+from birdie_jax.workdir import as_path, check_writable
 
 OBJECTIVES = "objectives"  # the pseudo-task of --tasks: competence at the training objectives
 
@@ -55,9 +65,10 @@ def evaluate_run(workdir: str, *, config: ml_collections.ConfigDict | None = Non
   """Evaluates the latest checkpoint of `workdir` (or `run`, loaded from it) on the `settings`
   tasks (default: the config's `eval` section) and writes the report into `workdir/eval`."""
   run = run or load_run(workdir, config)
+  folder = os.path.join(workdir, "eval")
   report = Evaluator(run.config, run.tokenizer, run.setup, settings=settings).run(
-      run.params, step=run.step)
-  report.write(os.path.join(workdir, "eval"))
+      run.params, step=run.step, on_task=lambda result: write_task(folder, run.step, result))
+  report.write_summary(folder)
   return report
 
 
@@ -78,8 +89,10 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "the training run's directory", required=True)
   flags.DEFINE_string("tasks", "", "comma-separated tasks (default: the config's eval.tasks); "
                       "'objectives' adds competence at the run's training objectives")
-  flags.DEFINE_integer("examples", 0, "examples per difficulty (default: eval.examples)")
-  flags.DEFINE_integer("seq_len", 0, "context the examples fill (default: eval.seq_len)")
+  flags.DEFINE_integer("examples", 0, "examples per difficulty (default: eval.examples)",
+                       lower_bound=0)
+  flags.DEFINE_integer("seq_len", 0, "context the examples fill (default: eval.seq_len)",
+                       lower_bound=0)
 
 
 _PROGRAM = "birdie_jax.evaluate"
@@ -94,10 +107,13 @@ def main(argv: list[str]) -> None:
   given = cli.config_flag(_PROGRAM)
   try:
     config = load_config(f.workdir) if given is None else given
+    validate_config(config)
     objectives, tasks = split_objectives(f.tasks)
     settings = with_overrides(settings_of(config), tasks=tasks, examples=f.examples,
                               seq_len=f.seq_len)
     validate_settings(settings)  # before the checkpoint is read
+    cli.require(as_path(f.workdir).is_dir(), f"--workdir {f.workdir} is not a folder")
+    check_writable(f.workdir, hint="evaluate writes its reports there")
     run = load_run(f.workdir, config)
     if objectives:
       print(objectives_report.markdown(evaluate_objectives(f.workdir, run=run)), end="")

@@ -3,6 +3,10 @@ in object storage (`gs://...`, the shared workdir of a multi-host TPU run), thro
 as Orbax's checkpoints are. Object stores have no appends and no renames that are atomic, but an
 object written in one piece appears whole, so `write_atomic` writes locally through a renamed
 temporary file and remotely in one piece.
+
+`check_writable(workdir)` is called by every program that will write into a folder, before it
+computes anything: a path that is a file, a folder that cannot be made, a read-only mount (EROFS)
+or a bucket without write access stops in one ConfigError line, not after hours of work.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import os
 import uuid
 
 from etils import epath
+
+from birdie_jax.errors import ConfigError
 
 
 def as_path(location: str | os.PathLike[str]) -> epath.Path:
@@ -43,3 +49,23 @@ def save_figure(figure, path: str | os.PathLike[str], *, dpi: int = 100) -> None
   buffer = io.BytesIO()
   figure.savefig(buffer, format="png", dpi=dpi)
   write_atomic(path, buffer.getvalue())
+
+
+def check_writable(workdir: str | os.PathLike[str], *, hint: str = "") -> None:
+  """ConfigError (one line, ending in `hint`) unless files can be written in `workdir`, which is
+  made if missing. Tested by writing and removing a probe file: permission bits do not tell
+  (root ignores them, a read-only mount or a bucket's IAM overrides them)."""
+  path = as_path(workdir)
+  suffix = f"; {hint}" if hint else ""
+  if not is_remote(path) and path.exists() and not path.is_dir():
+    raise ConfigError(f"workdir {workdir} is a file, not a folder{suffix}")
+  probe = path / f".write-probe-{uuid.uuid4().hex}"
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"")
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, OSError) and not is_remote(path):
+      raise  # object-store clients raise their own types (403); local errors are OSErrors
+    reason = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
+    raise ConfigError(f"cannot write into workdir {workdir} ({reason}){suffix}") from None

@@ -27,6 +27,7 @@ from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.tasks import parse_names
 from birdie_jax.trained_run import TrainedRun, load_run
+from birdie_jax.workdir import check_writable
 from experiments.configs import common
 
 FINETUNE_DIR = "finetune"
@@ -65,13 +66,25 @@ def write_finetuned(workdir: str, report: Report, losses: np.ndarray) -> None:
     json.dump([[int(s), float(v)] for s, v in losses], f)
 
 
+_PROGRAM = "experiments.phonebook_finetune"
+
+
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program)."""
+  flags.DEFINE_string("workdir", None, "the training run's directory", required=True)
+  flags.DEFINE_bool("tiny", False, "the CPU smoke scale of experiments/configs/common.py")
+  flags.DEFINE_bool("protocol", False, "the fine-tuning protocol (evals/finetune_protocol.py)")
+
+
 def main(argv: list[str]) -> None:
   """Fine-tunes, evaluates, prints the markdown table; user errors end in one line, exit 2."""
-  del argv
+  if len(argv) > 1:
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   cli.quiet_logging()
   arg = common.ARG_TINY if f.tiny else None
   try:
+    check_writable(os.path.join(f.workdir, FINETUNE_DIR), hint="the results are written there")
     run = load_run(f.workdir)
     evaluator = Evaluator(run.config, run.tokenizer, run.setup,
                           settings=common.eval_settings_for(arg))
@@ -81,7 +94,7 @@ def main(argv: list[str]) -> None:
     else:
       report, losses = finetune_and_evaluate(run, evaluator, common.finetune_settings(arg))
   except ConfigError as e:
-    cli.fail("experiments.phonebook_finetune", e)
+    cli.fail(_PROGRAM, e)
   if losses is None:
     report.write(os.path.join(f.workdir, FINETUNE_DIR, "eval"))
   else:
@@ -90,7 +103,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "the training run's directory", required=True)
-  flags.DEFINE_bool("tiny", False, "the CPU smoke scale of experiments/configs/common.py")
-  flags.DEFINE_bool("protocol", False, "the fine-tuning protocol (evals/finetune_protocol.py)")
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))

@@ -20,7 +20,7 @@ import os
 from absl import app, flags
 
 from birdie_jax import cli
-from birdie_jax.config import default_config
+from birdie_jax.config import FAMILIES, default_config, validate_config
 from birdie_jax.data.tokenizer import build_tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals import settings as eval_settings
@@ -29,6 +29,7 @@ from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.state import init_train_state, make_train_setup
+from birdie_jax.workdir import check_writable
 
 
 def probe(workdir: str, *, family: str = "transformer", width: int = 128, depth: int = 2,
@@ -41,6 +42,7 @@ def probe(workdir: str, *, family: str = "transformer", width: int = 128, depth:
   for name, value in sizes.items():
     if value < 1:
       raise ConfigError(f"--{name} must be at least 1, got {value}")
+  cli.require(learning_rate > 0, f"--learning_rate must be positive, got {learning_rate:g}")
   config = default_config()
   config.seed = seed
   config.curriculum = "ntp"
@@ -49,6 +51,8 @@ def probe(workdir: str, *, family: str = "transformer", width: int = 128, depth:
   config.model.family = family
   config.model.update(width=width, depth=depth, lru_width=width, num_heads=max(width // 32, 1),
                       num_kv_heads=max(width // 32, 1), head_dim=32)
+  validate_config(config)
+  check_writable(workdir)
   tokenizer = build_tokenizer(config.data, [], cache_dir=workdir)
   setup = make_train_setup(config, tokenizer.vocab_size, make_mesh(config.mesh.shape))
   params = init_train_state(config, setup, tokenizer.vocab_size).params
@@ -65,27 +69,37 @@ def probe(workdir: str, *, family: str = "transformer", width: int = 128, depth:
   return report
 
 
+_PROGRAM = "experiments.phonebook_probe"
+
+
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program)."""
+  flags.DEFINE_string("workdir", "workdirs/probe", "where the report and losses go")
+  flags.DEFINE_enum("family", "transformer", FAMILIES, "model family")
+  flags.DEFINE_integer("width", 128, "model width", lower_bound=1)
+  flags.DEFINE_integer("depth", 2, "blocks", lower_bound=1)
+  flags.DEFINE_integer("seq_len", 256, "context of the training rows and the evaluation",
+                       lower_bound=1)
+  flags.DEFINE_integer("numbers", 2, "numbers asked per training example, drawn from 1..this",
+                       lower_bound=1)
+  flags.DEFINE_integer("steps", 1500, "training steps", lower_bound=1)
+  flags.DEFINE_float("learning_rate", 1e-3, "constant learning rate (> 0)")
+
+
 def main(argv: list[str]) -> None:
   """Runs `probe` with the flags and prints the table; user errors end in one line, exit 2."""
-  del argv
+  if len(argv) > 1:
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   cli.quiet_logging()
-  os.makedirs(f.workdir, exist_ok=True)
   try:
     report = probe(f.workdir, family=f.family, width=f.width, depth=f.depth, seq_len=f.seq_len,
                    numbers=f.numbers, steps=f.steps, learning_rate=f.learning_rate)
   except ConfigError as e:
-    cli.fail("experiments.phonebook_probe", e)
+    cli.fail(_PROGRAM, e)
   print(report.markdown(), end="")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", "workdirs/probe", "where the report and losses go")
-  flags.DEFINE_string("family", "transformer", "model family (hawk, gated_ssm, transformer, ...)")
-  flags.DEFINE_integer("width", 128, "model width")
-  flags.DEFINE_integer("depth", 2, "blocks")
-  flags.DEFINE_integer("seq_len", 256, "context of the training rows and the evaluation")
-  flags.DEFINE_integer("numbers", 2, "numbers asked per training example, drawn from 1..this")
-  flags.DEFINE_integer("steps", 1500, "training steps")
-  flags.DEFINE_float("learning_rate", 1e-3, "constant learning rate")
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))

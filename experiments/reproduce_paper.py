@@ -42,7 +42,7 @@ from birdie_jax.models import param_count
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.loop import train_and_evaluate
 from birdie_jax.trained_run import load_run
-from birdie_jax.workdir import write_atomic
+from birdie_jax.workdir import check_writable, write_atomic
 from experiments import results
 from experiments.budget import Budget
 from experiments.configs import common
@@ -205,17 +205,22 @@ def _run_in_processes(workdir: str, arms: tuple[str, ...], arg: str | None, budg
     signal.signal(signal.SIGTERM, previous)
 
 
+def check_arms(arms: tuple[str, ...], parallel: int) -> None:
+  """ConfigError (one line) for an unknown arm or fewer than one process."""
+  unknown = [a for a in arms if a not in ARMS]
+  if unknown or not arms:
+    raise ConfigError(f"unknown arm {(unknown or [''])[0]!r}; the arms are {', '.join(ARMS)}")
+  if parallel < 1:
+    raise ConfigError(f"--parallel must be at least 1, got {parallel}")
+
+
 def reproduce(workdir: str, *, arms: tuple[str, ...] = ARMS, arg: str | None = None,
               budget_s: float = 480.0, results_path: str = "experiments/RESULTS.md",
               parallel: int = 1) -> bool:
   """Advances every arm within `budget_s` (up to `parallel` arms at once, each in its own process
   when `parallel` > 1); once all are complete, writes `results_path` (unless empty) and returns
   True."""
-  unknown = [a for a in arms if a not in ARMS]
-  if unknown:
-    raise ConfigError(f"unknown arm {unknown[0]!r}; the arms are {', '.join(ARMS)}")
-  if parallel < 1:
-    raise ConfigError(f"--parallel must be at least 1, got {parallel}")
+  check_arms(arms, parallel)
   os.makedirs(workdir, exist_ok=True)
   command = (f"python -m experiments.reproduce_paper --workdir={workdir} --arms={','.join(arms)} "
              f"--budget_s={budget_s:g} --results={results_path} --parallel={parallel}"
@@ -241,25 +246,48 @@ def reproduce(workdir: str, *, arms: tuple[str, ...] = ARMS, arg: str | None = N
   return True
 
 
-def main(argv: list[str]) -> None:
-  """Runs `reproduce` with the flags; user errors end in one line, exit 2."""
-  del argv
-  f = flags.FLAGS
-  cli.quiet_logging()
-  try:
-    reproduce(f.workdir, arms=tuple(a.strip() for a in f.arms.split(",") if a.strip()),
-              arg=common.ARG_TINY if f.tiny else None, budget_s=f.budget_s,
-              results_path=f.results, parallel=f.parallel)
-  except ConfigError as e:
-    cli.fail("experiments.reproduce_paper", e)
+_PROGRAM = "experiments.reproduce_paper"
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", "workdirs/paper", "where every arm's run lives")
   flags.DEFINE_string("arms", ",".join(ARMS), "comma-separated arms to run, in order")
-  flags.DEFINE_float("budget_s", 480.0, "seconds of work in this invocation")
+  flags.DEFINE_float("budget_s", 480.0, "seconds of work in this invocation (> 0)")
   flags.DEFINE_bool("tiny", False, "run the CPU smoke scale of every config")
   flags.DEFINE_string("results", "experiments/RESULTS.md",
                       "the results file to write at the end ('': none)")
-  flags.DEFINE_integer("parallel", 1, "arms run at once, each in its own process")
-  app.run(main)
+  flags.DEFINE_integer("parallel", 1, "arms run at once, each in its own process", lower_bound=1)
+
+
+def check_flags(workdir: str, arms: tuple[str, ...], parallel: int, budget_s: float,
+                results_path: str) -> None:
+  """ConfigError (one line) for a bad arm, a budget that cannot run or a place that cannot be
+  written, before the first arm starts (the results file is written only after the last)."""
+  check_arms(arms, parallel)
+  cli.require(budget_s > 0, f"--budget_s must be positive, got {budget_s:g}")
+  check_writable(workdir)
+  if results_path:
+    cli.require(not os.path.isdir(results_path), f"--results={results_path} is a folder")
+    check_writable(os.path.dirname(os.path.abspath(results_path)), hint="--results goes there")
+
+
+def main(argv: list[str]) -> None:
+  """Runs `reproduce` with the flags; user errors end in one line, exit 2."""
+  if len(argv) > 1:
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  cli.quiet_logging()
+  arms = tuple(a.strip() for a in f.arms.split(",") if a.strip())
+  try:
+    check_flags(f.workdir, arms, f.parallel, f.budget_s, f.results)
+    reproduce(f.workdir, arms=arms,
+              arg=common.ARG_TINY if f.tiny else None, budget_s=f.budget_s,
+              results_path=f.results, parallel=f.parallel)
+  except ConfigError as e:
+    cli.fail(_PROGRAM, e)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))

@@ -12,7 +12,6 @@ command and device) to `--results`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any
@@ -21,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from birdie_jax import cli
 from birdie_jax.bench import harness
 from birdie_jax.controller.controller import Controller
 from birdie_jax.controller.settings import default_settings
@@ -70,12 +70,15 @@ def measure(controller: Controller, fill: int, repeats: int) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
   """Parses flags, measures, prints a summary line and the JSON result."""
-  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench controller",
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument("--configs", type=int, default=96, help="configurations (action size)")
-  parser.add_argument("--total_steps", type=int, default=32_000, help="run length (schedule)")
-  parser.add_argument("--fill", type=int, default=1 << 30, help="history rows (default: full)")
-  parser.add_argument("--repeats", type=int, default=5, help="timed updates")
+  parser = cli.ArgumentParser(prog="python -m birdie_jax.bench controller",
+                              description=__doc__.splitlines()[0])
+  parser.add_argument("--configs", type=cli.positive_int, default=96,
+                      help="configurations (action size)")
+  parser.add_argument("--total_steps", type=cli.positive_int, default=32_000,
+                      help="run length (schedule)")
+  parser.add_argument("--fill", type=cli.positive_int, default=1 << 30,
+                      help="history rows (default: full)")
+  parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed updates")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
   controller = Controller.from_config(default_settings(), total_steps=args.total_steps,

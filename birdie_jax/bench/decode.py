@@ -9,7 +9,6 @@ KV cache as long as prompt plus generation. Prefill is not timed.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 from typing import Any
 
@@ -17,8 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from birdie_jax import cli
 from birdie_jax.bench import harness
-from birdie_jax.bench.train import model_config
+from birdie_jax.bench.train import model_config, model_specs
 from birdie_jax.models import build_model
 
 _COLUMNS = ("model", "layers", "prompt_len", "batch", "ms_per_token", "tokens_per_s", "cache_gb")
@@ -78,21 +78,23 @@ def measure(spec: str, prompt_len: int, args) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
   """Parses flags, measures each model and prompt length, prints and appends the results."""
-  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench decode",
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="hawk:1.4b,transformer:1.4b", help="family:preset list")
-  parser.add_argument("--prompt_lens", default="1024,4096,16384,32768")
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--new_tokens", type=int, default=128, help="steps per timed loop")
-  parser.add_argument("--vocab", type=int, default=32_000)
-  parser.add_argument("--reps", type=int, default=3)
+  parser = cli.ArgumentParser(prog="python -m birdie_jax.bench decode",
+                              description=__doc__.splitlines()[0])
+  parser.add_argument("--models", type=model_specs, default="hawk:1.4b,transformer:1.4b",
+                      help="family:preset list")
+  parser.add_argument("--prompt_lens", type=cli.positive_ints, default="1024,4096,16384,32768")
+  parser.add_argument("--batch", type=cli.positive_int, default=8)
+  parser.add_argument("--new_tokens", type=cli.positive_int, default=128,
+                      help="steps per timed loop")
+  parser.add_argument("--vocab", type=cli.positive_int, default=32_000)
+  parser.add_argument("--reps", type=cli.positive_int, default=3)
   parser.add_argument("--layers", choices=("loop", "scan"), default="loop",
                       help="model.scan_layers off (loop, the default) or on (scan)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
   rows = []
-  for spec in args.models.split(","):
-    for prompt_len in (int(n) for n in args.prompt_lens.split(",")):
+  for spec in args.models:
+    for prompt_len in args.prompt_lens:
       try:
         rows.append(measure(spec, prompt_len, args))
       except jax.errors.JaxRuntimeError as error:  # out of memory at long prompts

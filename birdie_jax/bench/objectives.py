@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from birdie_jax import cli
 from birdie_jax.data import embedded_corpus
 from birdie_jax.data import special_tokens
 from birdie_jax.data.curriculum import make_mixture
@@ -154,14 +155,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
   """Parses flags, runs the benchmark, prints the JSON line and appends it to --results."""
-  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench objectives",
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument("--seq_len", type=int, default=2048, help="tokens per packed row")
+  parser = cli.ArgumentParser(prog="python -m birdie_jax.bench objectives",
+                              description=__doc__.splitlines()[0])
+  parser.add_argument("--seq_len", type=cli.positive_int, default=2048,
+                      help="tokens per packed row")
   parser.add_argument("--tokenizer", choices=("sentencepiece", "bytes"), default="sentencepiece")
-  parser.add_argument("--vocab_size", type=int, default=8192, help="sentencepiece BPE pieces")
-  parser.add_argument("--seconds", type=float, default=3.0, help="CPU seconds per measurement")
-  parser.add_argument("--documents", type=int, default=0, help="embedded passages used (0: all)")
-  parser.add_argument("--batch_size", type=int, default=8, help="rows per batch, text pipeline")
+  parser.add_argument("--vocab_size", type=cli.positive_int, default=8192,
+                      help="sentencepiece BPE pieces")
+  parser.add_argument("--seconds", type=cli.positive_float, default=3.0,
+                      help="CPU seconds per measurement")
+  parser.add_argument("--documents", type=cli.non_negative_int, default=0,
+                      help="embedded passages used (0: all)")
+  parser.add_argument("--batch_size", type=cli.positive_int, default=8,
+                      help="rows per batch, text pipeline")
   parser.add_argument("--core", type=int, default=-1, help="CPU core to pin to (-1: first)")
   parser.add_argument("--cache_dir", default=os.path.expanduser("~/.cache/birdie_jax"),
                       help="where the trained tokenizer is cached")

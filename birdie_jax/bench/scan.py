@@ -10,7 +10,6 @@ took (`compile_s`: mostly compiling; unrolled Triton kernels can take minutes). 
 """
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from birdie_jax import cli
 from birdie_jax.bench import harness
 from birdie_jax.ops.scan import linear_scan
 from birdie_jax.ops.scan_pallas import Tiling, default_tiling, pallas_scan
@@ -81,17 +81,21 @@ def measure(shape: tuple[int, int, int], dtype: jnp.dtype, fns: dict, bandwidth:
 
 def main(argv: list[str]) -> None:
   """Parses flags, measures, prints the table and appends the JSON lines."""
-  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench scan",
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument("--shapes", default="8x8192x2048,8x2048x2048", help="BxLxD, comma-separated")
-  parser.add_argument("--dtype", default="bfloat16", help="dtype of a, x and y")
-  parser.add_argument("--impls", default="associative,chunked,pallas",
+  parser = cli.ArgumentParser(prog="python -m birdie_jax.bench scan",
+                              description=__doc__.splitlines()[0])
+  parser.add_argument("--shapes", type=cli.shapes, default="8x8192x2048,8x2048x2048",
+                      help="BxLxD, comma-separated")
+  parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
+                      help="dtype of a, x and y")
+  parser.add_argument("--impls", type=cli.choices_list(*cli.SCAN_IMPLS),
+                      default="associative,chunked,pallas",
                       help="linear_scan impls; the first is the error reference")
   parser.add_argument("--tilings", default="",
                       help="extra Pallas tilings WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES], "
                       "comma-separated (b: block loads, p: prefetch, sN: Triton num_stages)")
-  parser.add_argument("--copy_mib", type=int, default=1024, help="size of the bandwidth probe")
-  parser.add_argument("--reps", type=int, default=7, help="timed repetitions (median)")
+  parser.add_argument("--copy_mib", type=cli.positive_int, default=1024,
+                      help="size of the bandwidth probe")
+  parser.add_argument("--reps", type=cli.positive_int, default=7, help="timed repetitions (median)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
   try:
@@ -100,10 +104,9 @@ def main(argv: list[str]) -> None:
     parser.error(str(e))
   bandwidth = harness.copy_bandwidth(args.copy_mib << 20)
   print(f"{harness.device_info()['card']}: device copy {bandwidth / 1e9:,.0f} GB/s")
-  fns = _scan_fns(args.impls.split(","), tilings)
+  fns = _scan_fns(args.impls, tilings)
   rows = []
-  for spec in args.shapes.split(","):
-    shape = tuple(int(n) for n in spec.split("x"))
+  for shape in args.shapes:
     rows += measure(shape, jnp.dtype(args.dtype), fns, bandwidth, args.reps,
                     lambda row: harness.append_results([row], "scan", argv, args.results))
   print()

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from birdie_jax import cli
 from birdie_jax.bench import harness
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]  # where configs/ is
@@ -148,17 +149,19 @@ def check(summary: dict[str, Any], rss_growth_mb: float, trend_kb: float) -> lis
 
 def main(argv: list[str]) -> None:
   """Parses flags, runs the soak, prints and records the summary; exits 1 if a bound broke."""
-  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench soak", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--steps", type=int, default=3000)
-  parser.add_argument("--every", type=int, default=5, help="steps between checkpoints")
-  parser.add_argument("--max_to_keep", type=int, default=3)
-  parser.add_argument("--log_every", type=int, default=10)
-  parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+  parser = cli.ArgumentParser(prog="python -m birdie_jax.bench soak", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--steps", type=cli.positive_int, default=3000)
+  parser.add_argument("--every", type=cli.positive_int, default=5, help="steps between checkpoints")
+  parser.add_argument("--max_to_keep", type=cli.positive_int, default=3)
+  parser.add_argument("--log_every", type=cli.positive_int, default=10)
+  parser.add_argument("--interval", type=cli.positive_float, default=1.0,
+                      help="seconds between samples")
   parser.add_argument("--warmup", type=float, default=0.1, help="share of steps before the "
                       "memory baseline")
-  parser.add_argument("--rss_growth_mb", type=float, default=64.0)
-  parser.add_argument("--trend_kb", type=float, default=256.0, help="bound on the RssAnon trend "
+  parser.add_argument("--rss_growth_mb", type=cli.positive_float, default=64.0)
+  parser.add_argument("--trend_kb", type=cli.positive_float, default=256.0,
+                      help="bound on the RssAnon trend "
                       "per checkpoint (Orbax 0.12.8 itself keeps about 1 KiB per array per save)")
   parser.add_argument("--workdir", default="/tmp/birdie_jax_soak")
   parser.add_argument("--results", default=harness.RESULTS, help="'' to skip")

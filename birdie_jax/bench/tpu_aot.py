@@ -6,14 +6,17 @@ the first device of `--topology`; XLA's cost and memory analyses are printed and
 """
 from __future__ import annotations
 
-import argparse
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import topologies
 
+from birdie_jax import cli
+from birdie_jax.aot import require_libtpu
 from birdie_jax.bench import harness
+from birdie_jax.errors import ConfigError
 from birdie_jax.ops import scan_pallas
+from birdie_jax.tpu_specs import parse_topology
 
 
 def compile_scan(device, shape: tuple[int, int, int], reverse: bool) -> list[dict]:
@@ -44,14 +47,21 @@ def compile_scan(device, shape: tuple[int, int, int], reverse: bool) -> list[dic
 
 def main(argv: list[str]) -> None:
   """Parses flags, compiles both directions, prints and appends the analyses."""
-  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench tpu_aot",
-                                   description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(prog="python -m birdie_jax.bench tpu_aot",
+                              description=__doc__.splitlines()[0])
   parser.add_argument("--topology", default="v5e:2x2", help="TPU topology name")
-  parser.add_argument("--shape", default="8x2048x2048", help="BxLxD")
+  parser.add_argument("--shape", type=cli.shapes, default="8x2048x2048", help="BxLxD")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
+  if len(args.shape) != 1:
+    parser.error(f"argument --shape: one BxLxD shape, got {len(args.shape)}")
+  try:
+    parse_topology(args.topology)
+    require_libtpu()
+  except ConfigError as e:
+    parser.error(str(e))
   device = topologies.get_topology_desc(platform="tpu", topology_name=args.topology).devices[0]
-  shape = tuple(int(n) for n in args.shape.split("x"))
+  shape = args.shape[0]
   rows = [row for reverse in (False, True) for row in compile_scan(device, shape, reverse)]
   harness.print_table(rows, ("pass", "reverse", "shape", "target", "bytes_accessed",
                              "temp_bytes", "argument_bytes", "output_bytes"))

@@ -19,8 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from birdie_jax import cli
 from birdie_jax.bench import harness
-from birdie_jax.config import default_config
+from birdie_jax.config import FAMILIES, default_config
+from birdie_jax.models.presets import PRESET_NAMES
+from birdie_jax.models.remat import REMAT_CHOICES
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_train_step
@@ -31,6 +34,19 @@ _LAYERS = {True: "scan", False: "loop"}  # model.scan_layers as the bench names 
 _PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, datasheet
 _COLUMNS = ("model", "scan", "layers", "remat", "tokens_per_s", "mfu", "step_ms", "params_m",
             "mem_gb", "compile_s")
+
+
+def model_specs(text: str) -> list[str]:
+  """argparse type: comma-separated `family:preset` names (`hawk:rg` too), checked at the start
+  rather than when their turn comes after hours of other models."""
+  specs = [s.strip() for s in text.split(",") if s.strip()]
+  for spec in specs or [""]:
+    family, _, preset = spec.partition(":")
+    if family not in FAMILIES or preset not in PRESET_NAMES + (("rg",) if family == "hawk" else ()):
+      raise argparse.ArgumentTypeError(f"{spec!r} is not family:preset (families "
+                                       f"{', '.join(FAMILIES)}; presets {', '.join(PRESET_NAMES)}"
+                                       f", and hawk:rg)")
+  return specs
 
 
 def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
@@ -170,29 +186,32 @@ def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
   """Parses flags, measures each model, prints the table and appends the JSON lines."""
-  parser = argparse.ArgumentParser(prog="python -m birdie_jax.bench train",
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="hawk:rg,hawk:1.4b,gated_ssm:1.4b,transformer:1.4b",
+  parser = cli.ArgumentParser(prog="python -m birdie_jax.bench train",
+                              description=__doc__.splitlines()[0])
+  parser.add_argument("--models", type=model_specs,
+                      default="hawk:rg,hawk:1.4b,gated_ssm:1.4b,transformer:1.4b",
                       help="family:preset list (preset 'rg': the RecurrentGemma Hawk shape)")
-  parser.add_argument("--modes", default="causal,bidirectional", help="causal and/or bidirectional")
-  parser.add_argument("--scan_impls", default="auto", help="linear_scan impls for recurrent models")
+  parser.add_argument("--modes", type=cli.choices_list("causal", "bidirectional"),
+                      default="causal,bidirectional", help="causal and/or bidirectional")
+  parser.add_argument("--scan_impls", type=cli.choices_list(*cli.SCAN_IMPLS), default="auto",
+                      help="linear_scan impls for recurrent models")
   parser.add_argument("--baseline", default="",
                       help="RecurrentGemma scan types to measure, e.g. LINEAR_NATIVE")
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--seq_len", type=int, default=2048)
-  parser.add_argument("--vocab", type=int, default=32_000)
-  parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-  parser.add_argument("--remat", default="none",
+  parser.add_argument("--batch", type=cli.positive_int, default=8)
+  parser.add_argument("--seq_len", type=cli.positive_int, default=2048)
+  parser.add_argument("--vocab", type=cli.positive_int, default=32_000)
+  parser.add_argument("--steps", type=cli.positive_int, default=5,
+                      help="timed steps (after 2 warm-up steps)")
+  parser.add_argument("--remat", type=cli.choices_list(*REMAT_CHOICES), default="none",
                       help="model.remat values to compare: none, full and/or dots (comma list)")
-  parser.add_argument("--layers", default="scan",
+  parser.add_argument("--layers", type=cli.choices_list(*_LAYERS.values()), default="scan",
                       help="model.scan_layers to compare: scan (one scanned block group) and/or "
                            "loop (every block compiled on its own)")
-  parser.add_argument("--peak_tflops", type=float, default=None,
+  parser.add_argument("--peak_tflops", type=cli.positive_float, default=None,
                       help="dense bf16 peak for MFU (default: by card name; none on CPU)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
-  args.remat = args.remat.split(",")
-  layers = [{v: k for k, v in _LAYERS.items()}[name] for name in args.layers.split(",")]
+  layers = [{v: k for k, v in _LAYERS.items()}[name] for name in args.layers]
   card = harness.device_info()["card"]
   args.peak_tflops = args.peak_tflops or next(
       (v for k, v in _PEAK_TFLOPS.items() if k in card), None)
@@ -207,9 +226,9 @@ def main(argv: list[str]) -> None:
 
   for scan_type in filter(None, args.baseline.split(",")):
     add(measure_recurrentgemma(scan_type, args))
-  for spec in args.models.split(","):
-    impls = ["-"] if spec.startswith("transformer") else args.scan_impls.split(",")
-    for mode in args.modes.split(","):
+  for spec in args.models:
+    impls = ["-"] if spec.startswith("transformer") else args.scan_impls
+    for mode in args.modes:
       for impl in impls:
         for remat in args.remat:
           for scan_layers in layers:

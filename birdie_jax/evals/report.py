@@ -1,7 +1,8 @@
 """Evaluation results: per task and difficulty, as flat scalars, JSON, a markdown table and plots.
 
 `Report.write(directory)` writes `<step>.json`, `<step>.md` and `<step>-<task>.png` (the main
-metric against difficulty, with the chance level).
+metric against difficulty, with the chance level). `evaluate` writes each task's
+`<step>-<task>.json` and `.png` as soon as the task is done (`write_task`), then the summary.
 """
 from __future__ import annotations
 
@@ -91,11 +92,33 @@ class Report:
 
   def write(self, directory: str) -> None:
     """Writes `<step>.json`, `<step>.md` and a `<step>-<task>.png` per task into `directory`."""
+    self.write_summary(directory)
+    for result in self.tasks.values():
+      plots.plot_task({f"step {self.step}": result},
+                      _task_base(directory, self.step, result) + ".png")
+
+  def write_summary(self, directory: str) -> None:
+    """Writes `<step>.json` and `<step>.md` into `directory` (each atomically)."""
     base = os.path.join(os.fspath(directory), str(self.step))
     write_atomic(base + ".json", json.dumps(self.to_json(), indent=1))
     write_atomic(base + ".md", self.markdown())
-    for name, result in self.tasks.items():
-      plots.plot_task({f"step {self.step}": result}, f"{base}-{name}.png")
+
+
+def _task_base(directory: str, step: int, result: TaskResult) -> str:
+  return os.path.join(os.fspath(directory), f"{step}-{result.name}")
+
+
+def write_task(directory: str, step: int, result: TaskResult) -> None:
+  """Writes one task's `<step>-<task>.json` (atomically) and `.png` into `directory`, as soon as
+  the task is done: the summary `<step>.json` comes only after the last task."""
+  base = _task_base(directory, step, result)
+  write_atomic(base + ".json", json.dumps(dataclasses.asdict(result), indent=1))
+  plots.plot_task({f"step {step}": result}, base + ".png")
+
+
+def read_task(path: str) -> TaskResult:
+  """The task result stored at `path` (a `<step>-<task>.json` of `write_task`)."""
+  return TaskResult.from_json(json.loads(as_path(path).read_text(encoding="utf-8")))
 
 
 def read_report(path: str) -> Report:

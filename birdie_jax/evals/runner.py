@@ -18,7 +18,7 @@ Every process computes the same thing on replicated inputs, so the results agree
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import time
 
 import jax
@@ -214,8 +214,15 @@ class Evaluator:
                       higher_is_better=task.higher_is_better, rows=tuple(rows), overall=overall,
                       seconds=time.perf_counter() - start)
 
-  def run(self, params, *, step: int) -> Report:
-    """Scores `params` (the train state's params pytree) on every task."""
-    results = {task.name: self._run_task(params, task) for task in self.tasks}
+  def run(self, params, *, step: int,
+          on_task: Callable[[TaskResult], None] | None = None) -> Report:
+    """Scores `params` (the train state's params pytree) on every task; `on_task` gets each
+    task's result as soon as it is done (`evaluate` writes it then, so a later task's failure
+    loses nothing)."""
+    results = {}
+    for task in self.tasks:
+      results[task.name] = self._run_task(params, task)
+      if on_task is not None:
+        on_task(results[task.name])
     return Report(step=int(step), layout=self.layout.kind, seq_len=self.seq_len,
                   examples=self.settings.examples, tasks=results)

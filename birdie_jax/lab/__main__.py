@@ -23,6 +23,7 @@ from birdie_jax import cli
 from birdie_jax.errors import ConfigError
 from birdie_jax.lab.report import write_report
 from birdie_jax.lab.sweep import run_sweep
+from birdie_jax.workdir import check_writable
 
 config_flags.DEFINE_config_file("config", None, "Lab config (configs/lab.py:<sweep>).",
                                 lock_config=True)
@@ -43,6 +44,9 @@ def main(argv: list[str]) -> None:
     cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/lab.py:cpu")
   cli.quiet_logging()
   try:
+    report_folder = os.path.dirname(os.path.abspath(_REPORT.value)) if _REPORT.value else ""
+    for folder in filter(None, (_WORKDIR.value, report_folder, _PLOTS.value)):
+      check_writable(folder)  # the report comes after hours of training
     finished = True
     if not _REPORT_ONLY.value:
       finished = run_sweep(config, _WORKDIR.value, log=lambda line: print(line, flush=True))

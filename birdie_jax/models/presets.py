@@ -10,6 +10,7 @@ HAWK/GRIFFIN_PAPER_7B for the recurrent families and the usual 32 x 4096 shape f
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import ml_collections
@@ -61,6 +62,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 _RECURRENT = ("hawk", "gated_ssm", "griffin")
 _ATTENTION = ("transformer", "griffin")
 _RG_LRU = ("hawk", "griffin")
+_MLP = ("hawk", "griffin", "transformer")  # blocks with an MLP of round(expansion x width)
 
 
 def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -77,6 +79,11 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for an impossible model shape (after applying the preset)."""
   cfg = resolve(cfg)
+  finite = math.isfinite(cfg.mlp_expansion)
+  hidden = round(cfg.mlp_expansion * cfg.width) if finite else cfg.mlp_expansion
+  if cfg.family in _MLP and not (finite and hidden >= 1):
+    raise ConfigError(f"model.mlp_expansion ({cfg.mlp_expansion:g}) x model.width ({cfg.width}) "
+                      f"gives an MLP of width {hidden}: it must be at least 1")
   if cfg.family in _RECURRENT and cfg.bidirectional and cfg.lru_width % 2:
     raise ConfigError(f"a bidirectional {cfg.family} splits its recurrence in half: "
                       f"model.lru_width ({cfg.lru_width}) must be even")

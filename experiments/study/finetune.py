@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import os
 
+from absl import app, flags
+
+from birdie_jax import cli
+from birdie_jax.errors import ConfigError
 from birdie_jax.evals.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.trained_run import TrainedRun, load_run
+from birdie_jax.workdir import check_writable
 
 # 1,000 steps x 32 rows (16 replayed) at 2048 tokens: 16,000 task rows per LR (phonebook books of
 # up to 32 asked numbers, MQAR rows of many queries: more examples than rows), the sweep at 1%, 3%
@@ -46,10 +51,28 @@ def finetune_task(workdir: str, task: str, *, tiny: bool = False,
   return path
 
 
-if __name__ == "__main__":
-  from absl import app, flags
+_PROGRAM = "experiments.study.finetune"
+
+
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", None, "the study run's workdir", required=True)
   flags.DEFINE_enum("task", None, ["phonebook", "mqar"], "the task to fine-tune", required=True)
   flags.DEFINE_bool("tiny", False, "a few steps (CPU smoke runs)")
-  app.run(lambda argv: print(finetune_task(flags.FLAGS.workdir, flags.FLAGS.task,
-                                           tiny=flags.FLAGS.tiny)))
+
+
+def main(argv: list[str]) -> None:
+  """Prints the protocol file's path; user errors end in one line, exit status 2."""
+  if len(argv) > 1:
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  try:
+    check_writable(os.path.join(f.workdir, "finetune"), hint="the protocol's file goes there")
+    print(finetune_task(f.workdir, f.task, tiny=f.tiny))
+  except ConfigError as e:
+    cli.fail(_PROGRAM, e)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))

@@ -15,15 +15,18 @@ import json
 import math
 import os
 
+from absl import app, flags
 import jax
 
+from birdie_jax import cli
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.file_source import open_files
 from birdie_jax.data.pipeline import make_validation_batches
 from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.step import make_eval_step, mean_eval_loss
 from birdie_jax.trained_run import TrainedRun, load_run
-from birdie_jax.workdir import write_atomic
+from birdie_jax.errors import ConfigError
+from birdie_jax.workdir import check_writable, write_atomic
 from experiments.study.config import corpus_dir
 
 FILES = ("gutenberg_val.jsonl.zst", "wikitext2_test.jsonl.zst")
@@ -64,10 +67,28 @@ def write_heldout(workdir: str, *, batches: int = 16, batch_size: int = 8,
   return out
 
 
-if __name__ == "__main__":
-  from absl import app, flags
+_PROGRAM = "experiments.study.heldout"
+
+
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", None, "the study run's workdir", required=True)
-  flags.DEFINE_integer("batches", 16, "batches of rows per file")
-  flags.DEFINE_integer("batch_size", 8, "rows per batch")
-  app.run(lambda argv: print(json.dumps(write_heldout(
-      flags.FLAGS.workdir, batches=flags.FLAGS.batches, batch_size=flags.FLAGS.batch_size))))
+  flags.DEFINE_integer("batches", 16, "batches of rows per file", lower_bound=1)
+  flags.DEFINE_integer("batch_size", 8, "rows per batch", lower_bound=1)
+
+
+def main(argv: list[str]) -> None:
+  """Prints the held-out losses as JSON; user errors end in one line, exit status 2."""
+  if len(argv) > 1:
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  try:
+    check_writable(f.workdir, hint="heldout.json goes there")
+    print(json.dumps(write_heldout(f.workdir, batches=f.batches, batch_size=f.batch_size)))
+  except ConfigError as e:
+    cli.fail(_PROGRAM, e)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))

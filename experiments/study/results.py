@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 import dataclasses
 import math
+import os
 
 from birdie_jax.evals import sanity, stats
 from experiments.study import runs
@@ -150,19 +151,40 @@ def _finite(values: Values) -> dict[str, dict[str, list[float]]]:
           for g, ms in values.items()}
 
 
-def main(argv: Sequence[str]) -> None:
-  """Writes the RESULTS markdown of `--root`'s arms to `--out` (and prints it)."""
-  del argv
+_PROGRAM = "experiments.study.results"
+
+
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("root", "workdirs/study", "folder holding one workdir per arm")
+  flags.DEFINE_string("out", "experiments/study/RESULTS.md", "the markdown to write")
+
+
+def main(argv: Sequence[str]) -> None:
+  """Writes the RESULTS markdown of `--root`'s arms to `--out` (and prints it); a missing root or
+  an unwritable `--out` ends in one line, exit status 2, before any run file is read."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from birdie_jax import cli  # pylint: disable=g-import-not-at-top
+  from birdie_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from birdie_jax.workdir import check_writable, write_atomic  # pylint: disable=g-import-not-at-top
   from experiments.study.config import ARMS  # pylint: disable=g-import-not-at-top
-  text = markdown(_finite(runs.collect(flags.FLAGS.root, ARMS)))
-  with open(flags.FLAGS.out, "w", encoding="utf-8") as f:
-    f.write(text)
+  if len(argv) > 1:
+    cli.fail(_PROGRAM, f"unexpected arguments: {list(argv[1:])}")
+  f = flags.FLAGS
+  try:
+    cli.require(os.path.isdir(f.root), f"--root={f.root} is not a folder (of the arms' workdirs)")
+    cli.require(not os.path.isdir(f.out), f"--out={f.out} is a folder, not a file")
+    check_writable(os.path.dirname(os.path.abspath(f.out)), hint="--out goes there")
+  except ConfigError as e:
+    cli.fail(_PROGRAM, e)
+  text = markdown(_finite(runs.collect(f.root, ARMS)))
+  write_atomic(f.out, text)
   print(text, end="")
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  flags.DEFINE_string("root", "workdirs/study", "folder holding one workdir per arm")
-  flags.DEFINE_string("out", "experiments/study/RESULTS.md", "the markdown to write")
-  app.run(main)
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from birdie_jax import cli  # pylint: disable=g-import-not-at-top
+  define_flags()
+  app.run(main, flags_parser=cli.flags_parser(_PROGRAM))
