@@ -40,7 +40,7 @@ from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
-from birdie_jax.workdir import as_path, write_atomic
+from birdie_jax.workdir import as_path, check_writable, write_atomic
 
 
 def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
@@ -78,6 +78,7 @@ def _eval_line(step: int, scalars: dict[str, float]) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics."""
   validate_config(config)
+  check_writable(workdir)  # a file or read-only path: one line now, not at the first save
   mesh = make_mesh(config.mesh.shape)
   rules = tuple(tuple(r) for r in config.mesh.axis_rules)
   validate_rules(rules, mesh.axis_names)
