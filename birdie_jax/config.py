@@ -72,9 +72,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"                 # embedded | path, dir or glob of .txt/.jsonl | tfds:name
   c.data.text_field = "text"                 # JSONL / TFDS field holding the document text
+  c.data.document_separator = ""             # splits text files into documents ("": file = one)
   c.data.val_fraction = 0.02                 # share of documents held out for validation
   c.data.gap = 0                             # <gap> tokens between packed documents
   c.data.num_workers = 0                     # Grain worker processes (0: in-process)
+  c.data.read_retries = 3                    # retries of a failed data read (then stop, saving)
   c.data.length_scale = 0.0                 # paper objective lengths x this (0: seq_len / 2048)
   c.data.class_weights = ""                  # start weights, e.g. "infilling=0.5,copying=0.5"
   c.data.tokenizer = ml_collections.ConfigDict()
@@ -105,11 +107,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint.every_steps = 200             # steps between checkpoints (and one at the end)
   c.checkpoint.max_to_keep = 3               # checkpoints kept on disk
   c.checkpoint.async_save = True             # write checkpoints in the background
+  c.checkpoint.restore_retries = 2           # retries of a restore failing not from damage
+  c.checkpoint.lock_stale_s = 600.0          # a workdir lock whose heartbeat is older is taken over
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict(  # data, fsdp, sequence, tensor sizes; -1 fills
       {"data": -1, "fsdp": 1, "sequence": 1, "tensor": 1})
   c.mesh.axis_rules = DEFAULT_AXIS_RULES     # logical axis -> mesh axes
+
+  c.resume = ml_collections.ConfigDict()
+  c.resume.allow = ""                        # run.json keys a resume may change: "seed,model.dtype"
   return c
 
 
@@ -173,6 +180,17 @@ def _check_types(config: Mapping, reference: Mapping, prefix: str = "") -> None:
         raise ConfigError(f"config key {name} must be a string, got {value!r}")
 
 
+def _check_allow(allow: str, reference: ml_collections.ConfigDict) -> None:
+  """resume.allow must name config keys (a typo would otherwise read as a refused change)."""
+  for name in filter(None, (n.strip() for n in allow.split(","))):
+    try:
+      value = _get(reference, name)
+    except (KeyError, TypeError):
+      value = reference
+    if _is_group(value):
+      raise ConfigError(f"resume.allow names {name!r}, not a config key (e.g. 'seed,model.width')")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first problem: unknown key, wrong type or impossible value."""
   reference = default_config()
@@ -184,10 +202,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for dotted, choices in _CHOICES.items():
     if _get(config, dotted) not in choices:
       raise ConfigError(f"{dotted} must be one of {choices}, got {_get(config, dotted)!r}")
-  for dotted in ("train.learning_rate", "model.mlp_expansion", "train.grad_clip"):
+  for dotted in ("train.learning_rate", "model.mlp_expansion", "train.grad_clip",
+                 "checkpoint.lock_stale_s"):
     if _get(config, dotted) <= 0:
       raise ConfigError(f"{dotted} must be positive, got {_get(config, dotted)}")
-  for dotted in ("train.warmup_steps", "train.weight_decay", "data.gap", "data.num_workers"):
+  for dotted in ("train.warmup_steps", "train.weight_decay", "data.gap", "data.num_workers",
+                 "data.read_retries", "checkpoint.restore_retries"):
     if _get(config, dotted) < 0:
       raise ConfigError(f"{dotted} must be non-negative, got {_get(config, dotted)}")
   if not 0.0 < config.data.val_fraction < 1.0:
@@ -203,6 +223,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.controller.val_rows <= 0:
     raise ConfigError(f"controller.val_rows must be positive, got {config.controller.val_rows}")
   eval_settings.validate_settings(config.eval)
+  _check_allow(config.resume.allow, reference)
   if not isinstance(config.data.source, str) or not config.data.source:
     raise ConfigError("data.source must be 'embedded', a path or glob, or tfds:<name>")
   grid.build_curriculum(config.curriculum, seq_len=config.train.seq_len,  # lengths fit the rows

@@ -51,9 +51,10 @@ def test_directory_of_text_files(files):
   assert sorted(d for d in docs if d) == sorted([
       "first document\n", "second document", "third ☃ document", "fourth document", "json one",
       "json two", "json one"])
-  assert list(docs).count("") == 2  # JSON objects without a non-empty string text, found on reading
+  assert "" not in list(docs)  # JSON objects without a non-empty string text: skipped, counted
   s = docs.stats
-  assert (s.documents, s.empty, s.undecodable, s.malformed, s.unreadable) == (9, 1, 2, 1, 1)
+  assert (s.documents, s.empty, s.undecodable, s.malformed, s.unreadable, s.no_text) == (
+      7, 2, 2, 1, 1, 1)
 
 
 def test_file_glob_and_jsonl(files):
@@ -62,9 +63,9 @@ def test_file_glob_and_jsonl(files):
   assert sorted(load_documents(str(files / "**" / "*.txt"), "train", val_fraction=0.0)) == [
       "first document\n", "third ☃ document"]
   jsonl = load_documents(str(files / "j" / "x.jsonl"), "train", val_fraction=0.0)
-  assert list(jsonl) == ["json one", "", "", "json two"]
+  assert list(jsonl) == ["json one", "json two"]
   body = load_documents(str(files / "j" / "x.jsonl"), "train", val_fraction=0.0, text_field="body")
-  assert list(body) == ["", "no text field", "", ""]
+  assert list(body) == ["no text field"] and body.stats.no_text == 3
   assert list(load_documents(str(files / "j" / "*.gz"), "train", val_fraction=0.0)) == ["json one"]
 
 

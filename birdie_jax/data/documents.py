@@ -20,6 +20,12 @@ class SourceStats:
   undecodable: int = 0  # files or JSONL lines skipped because they are not UTF-8
   malformed: int = 0  # JSONL lines skipped because they are not a JSON object '{...}'
   unreadable: int = 0  # files skipped because they could not be read or decompressed
+  no_text: int = 0  # JSONL lines skipped because their text field is missing or not a string
+  binary: int = 0  # files skipped because they hold a NUL byte
+  json_array: int = 0  # JSON files skipped because they are one array, not JSON lines
+  # (cause, path) of each whole file skipped: 'format' (a directory's or glob's file with no
+  # known text suffix), 'binary', 'json_array'
+  skipped_files: tuple[tuple[str, str], ...] = ()
 
 
 class Documents(Sequence[str]):

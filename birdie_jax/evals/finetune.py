@@ -133,7 +133,8 @@ def pretraining_rows(config: ml_collections.ConfigDict, tokenizer: Tokenizer, *,
   """Endless rows of the run's own pre-training pipeline (its training documents and objective
   mixture at its starting weights), laid out at `seq_len`. Every process draws the same rows."""
   documents = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
-                             text_field=config.data.text_field)
+                             text_field=config.data.text_field,
+                             document_separator=config.data.document_separator)
   mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=seq_len,
                          length_scale=config.data.length_scale,
                          class_weights=config.data.class_weights)

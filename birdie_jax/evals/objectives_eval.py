@@ -109,7 +109,8 @@ def objective_competence(run: TrainedRun, *, rows: int = 0, batches: int = 0) ->
   pi, pc = jax.process_index(), jax.process_count()
   documents = load_documents(config.data.source, "validation",
                              val_fraction=config.data.val_fraction,
-                             text_field=config.data.text_field)
+                             text_field=config.data.text_field,
+                             document_separator=config.data.document_separator)
   sets = make_validation_sets(documents[pi::pc], run.tokenizer, mixture,
                               seq_len=config.train.seq_len, batch_size=recipe["rows"] // pc,
                               num_batches=recipe["batches"], seed=recipe["seed"],

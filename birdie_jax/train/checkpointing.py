@@ -3,9 +3,12 @@
 Each checkpoint is `checkpoints/<step>/{state, data, meta[, controller]}`. Orbax writes it into
 `<step>.orbax-checkpoint-tmp`, adds `commit_success.txt` and renames the folder to `<step>` when
 complete; a run killed mid-write leaves only the tmp folder, which step listings ignore and the
-next save of that step replaces. A checkpoint that still cannot be restored (files truncated or
-deleted later, non-finite values) is moved to `<step>.damaged` and the next older one is used,
-with one warning line. No checkpoint is written from a state holding NaN or Inf.
+next save of that step replaces. A checkpoint proven damaged (files missing, truncated or not
+decoding, non-finite values: `restore_faults`) is moved to `<step>.damaged` and the next older one
+is used, with one warning line; any other error while restoring is tried again with back-off and
+then stops the start in one line, renaming nothing. A changed `data.num_workers` or process count
+stops in one line naming it (the meta records the data layout). No checkpoint is written from a
+state holding NaN or Inf.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from birdie_jax.console import log_warning
 from birdie_jax.errors import ConfigError, TrainingError
+from birdie_jax.train import restore_faults
 from birdie_jax.train.nonfinite import is_finite
 from birdie_jax.train.state import TrainSetup, TrainState
 
@@ -37,8 +41,10 @@ def param_shapes(params) -> dict[str, list[int]]:
 class Checkpointer:
   """Saves and restores {state, data iterator, meta} under `directory`."""
 
-  def __init__(self, directory: str, *, max_to_keep: int, async_save: bool):
+  def __init__(self, directory: str, *, max_to_keep: int, async_save: bool,
+               restore_retries: int = 2):
     self._directory = os.path.abspath(directory)
+    self._restore_retries = restore_retries  # more tries of a read that failed, not from damage
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(
@@ -60,7 +66,8 @@ class Checkpointer:
       raise TrainingError(f"refusing to write checkpoint {step}: the train state holds NaN or Inf")
     items = {"state": ocp.args.StandardSave(state),
              "data": grain.checkpoint.CheckpointSave(data_iterator),
-             "meta": ocp.args.JsonSave(meta)}
+             "meta": ocp.args.JsonSave(
+                 {**meta, "data_layout": restore_faults.data_layout(data_iterator)})}
     if controller is not None:
       items["controller"] = ocp.args.StandardSave(controller)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -80,11 +87,15 @@ class Checkpointer:
     """Restores the state into its shardings and moves `data_iterator` to the saved position.
 
     Raises:
-      ConfigError: the checkpoint belongs to a model of another shape.
-      ValueError: the restored state holds NaN or Inf (Orbax raises its own errors for
-        unreadable files).
+      ConfigError: the checkpoint belongs to a model of another shape, or was written with
+        another data.num_workers or process count.
+      restore_faults.Damaged: an item or data file is missing, or the state holds NaN or Inf
+        (Orbax raises its own errors for unreadable files).
     """
+    step_dir = epath.Path(self._directory) / str(step)
+    restore_faults.check_items(step_dir, ("state", "data", "meta"))
     meta = self.read_meta(step)
+    restore_faults.check_layout(step, step_dir, meta, data_iterator)
     expected = param_shapes(setup.abstract_state.params)
     if meta.get("param_shapes") != expected:
       raise ConfigError(
@@ -96,34 +107,33 @@ class Checkpointer:
         state=ocp.args.StandardRestore(target),
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
     if not is_finite(restored["state"]):
-      raise ValueError(f"checkpoint {step} holds NaN or Inf")
+      raise restore_faults.Damaged("the state holds NaN or Inf")
     return restored["state"]
 
   def restore_latest(self, setup: TrainSetup, data_iterator: grain.DatasetIterator,
                      controller_target: Any = None) -> tuple[int, TrainState, Any] | None:
     """The newest checkpoint that restores whole: (step, state, controller state or None).
 
-    Damaged checkpoints on the way are moved to `<step>.damaged`, with one warning line.
+    Checkpoints proven damaged on the way are moved to `<step>.damaged`, with one warning line;
+    other read errors are tried again (`restore_faults.read_proven`).
 
     Returns:
       None when the directory holds no checkpoint.
 
     Raises:
       ConfigError: checkpoints exist but none can be restored, or they belong to a model of
-        another shape.
+        another shape or data layout.
+      TrainingError: a checkpoint could not be read for a reason other than damage.
     """
     damaged, reasons = [], []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        with _quiet_aborted_reads():
-          state = self.restore(step, setup, data_iterator)
-          controller = (None if controller_target is None
-                        else self.restore_controller(step, controller_target))
-      except ConfigError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except  # any failure to read is damage
+        state, controller = restore_faults.read_proven(
+            lambda step=step: self._restore_whole(step, setup, data_iterator, controller_target),
+            retries=self._restore_retries, what=f"checkpoint {step} in {self._directory}")
+      except restore_faults.Damaged as e:
         damaged.append(step)
-        reasons.append(" ".join(f"{type(e).__name__}: {e}".split())[:160])
+        reasons.append(str(e))
         continue
       if damaged:
         self._set_aside(damaged)
@@ -134,6 +144,16 @@ class Checkpointer:
       raise ConfigError(f"no checkpoint in {self._directory} can be restored ({_steps(damaged)}; "
                         f"newest: {reasons[0]}); move them away or use a new --workdir")
     return None
+
+  def _restore_whole(self, step: int, setup: TrainSetup, data_iterator: grain.DatasetIterator,
+                     controller_target: Any) -> tuple[TrainState, Any]:
+    """One try at the state, data position and controller state of checkpoint `step`."""
+    with _quiet_aborted_reads():
+      state = self.restore(step, setup, data_iterator)
+      if controller_target is None:
+        return state, None
+      restore_faults.check_items(epath.Path(self._directory) / str(step), ("controller",))
+      return state, self.restore_controller(step, controller_target)
 
   def restore_state(self, step: int, setup: TrainSetup) -> TrainState:
     """Only the train state of checkpoint `step` (a rollback keeps the data position)."""
