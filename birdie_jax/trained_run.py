@@ -1,6 +1,10 @@
 """A training run's workdir, loaded for inference: its config, tokenizer and latest params.
 
 Shared by the command-line tools that read a run (`generate`, `evaluate`) and by `experiments/`.
+The tokenizer is always the run's own: the file pinned at its first start (`run.json`), whatever
+the config or the data source say now; nothing here trains one. Workdirs from before pinning
+(no run.json) still load, with a warning, from their cached model (`tokenizer_pin.legacy_tokenizer`)
+and fail in one line where only a new training could give a tokenizer.
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ import ml_collections
 
 from birdie_jax.config import default_config, validate_config
 from birdie_jax.data.sources import load_documents
-from birdie_jax.data.tokenizer import SentencePieceTokenizer, Tokenizer, build_tokenizer
+from birdie_jax.data.tokenizer import Tokenizer
+from birdie_jax.data.tokenizer_pin import legacy_tokenizer, load_pinned
 from birdie_jax.errors import ConfigError
 from birdie_jax.models import layer_stack
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.checkpointing import Checkpointer
+from birdie_jax.train.identity import check_model, read_record
 from birdie_jax.train.state import TrainSetup, make_train_setup
 from birdie_jax.workdir import as_path
 
@@ -37,17 +43,15 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
-  """The run's tokenizer: the one SentencePiece model cached in the workdir, else rebuilt as the
-  trainer built it (which reads the training documents to find the cache key)."""
-  tokenizer = config.data.tokenizer
-  if tokenizer.kind == "sentencepiece" and not tokenizer.model_path:
-    cached = sorted(as_path(workdir).joinpath("tokenizer").glob("spm_*.model"))
-    if len(cached) == 1:
-      return SentencePieceTokenizer.load(cached[0])
-    documents = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
-                               text_field=config.data.text_field)
-    return build_tokenizer(config.data, documents, cache_dir=workdir)
-  return build_tokenizer(config.data, [], cache_dir=workdir)
+  """The run's pinned tokenizer; for a workdir from before pinning, its cached model (found by
+  the config's documents where it holds several). Never trains one."""
+  record = read_record(workdir)
+  if record is not None:
+    return load_pinned(record["tokenizer"], workdir)
+  data = config.data
+  return legacy_tokenizer(data, lambda: load_documents(
+      data.source, "train", val_fraction=data.val_fraction, text_field=data.text_field),
+      workdir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +75,11 @@ def load_run(workdir: str, config: ml_collections.ConfigDict | None = None, *,
   `layer_stack.unstack_layers`): each decoded token of an attention model at a long prompt costs
   less (no copy of each layer's KV cache), but every block is compiled on its own.
   """
-  config = load_config(workdir) if config is None else config
-  validate_config(config)
+  if config is None:
+    config = load_config(workdir)
+  else:
+    validate_config(config)
+    check_model(config, workdir)  # e.g. a causal config on a bidirectional run
   tokenizer = load_tokenizer(config, workdir)
   setup = make_train_setup(config, tokenizer.vocab_size, make_mesh(config.mesh.shape))
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),

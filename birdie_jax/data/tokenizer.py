@@ -113,6 +113,7 @@ class SentencePieceTokenizer(Tokenizer):
   """A SentencePiece model whose control symbols include all of `special_tokens.ALL`."""
 
   def __init__(self, model_proto: bytes, *, origin: str):
+    self.model_proto = model_proto  # the .model file's bytes (what a run pins, see tokenizer_pin)
     try:
       self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
     except RuntimeError:
@@ -198,6 +199,11 @@ def _cache_key(sample: Sequence[str], vocab_size: int) -> str:
   return h.hexdigest()[:20]
 
 
+def cache_path(sample: Sequence[str], vocab_size: int, cache_dir: str | os.PathLike[str]):
+  """Where the model trained on `sample` is cached: `cache_dir/tokenizer/spm_<key>.model`."""
+  return as_path(cache_dir) / "tokenizer" / f"spm_{_cache_key(sample, vocab_size)}.model"
+
+
 def train_sentencepiece(documents: Sequence[str], *, vocab_size: int,
                         cache_dir: str | os.PathLike[str],
                         sample_chars: int = SAMPLE_CHARS) -> SentencePieceTokenizer:
@@ -208,8 +214,7 @@ def train_sentencepiece(documents: Sequence[str], *, vocab_size: int,
   sample = training_sample(documents, sample_chars)
   if not sample:
     raise ConfigError("cannot train the tokenizer: the training documents are empty")
-  key = _cache_key(sample, vocab_size)
-  path = as_path(cache_dir) / "tokenizer" / f"spm_{key}.model"
+  path = cache_path(sample, vocab_size, cache_dir)
   if path.exists():
     return SentencePieceTokenizer(path.read_bytes(), origin=str(path))
   log_progress(f"tokenizer: training a {vocab_size}-piece BPE model on "

@@ -1,8 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the whole training job, callable from `main` or a notebook.
 
 Workdir layout:
-    config.json         the config of the latest start
-    tokenizer/          the sentencepiece model trained on first use (reused afterwards)
+    run.json            what defines the run, checked at every start (train/identity.py)
+    config.json         the config of the latest start (config.<n>.json: the ones it replaced)
+    tokenizer/run.model the run's sentencepiece model, pinned at its first start (never retrained)
     checkpoints/<step>/ Orbax checkpoints {state, data, meta}
     metrics.jsonl       one JSON object per logged step (step, loss, learning_rate, tokens_per_s, ...);
                         steps after a checkpoint are logged again when a run resumes from it or
@@ -27,12 +28,12 @@ from birdie_jax.data.lookahead import Lookahead
 from birdie_jax.data.packing import padding_fraction
 from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
 from birdie_jax.data.sources import load_documents, skipped_note
-from birdie_jax.data.tokenizer import build_tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
+from birdie_jax.train.identity import check_resume
 from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureControl
 from birdie_jax.train.metrics import MetricsWriter, Throughput
 from birdie_jax.train.metrics import progress_line
@@ -40,7 +41,7 @@ from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
-from birdie_jax.workdir import as_path, check_writable, write_atomic
+from birdie_jax.workdir import as_path, check_writable
 
 
 def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
@@ -92,7 +93,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if skipped_note(train_docs.stats):
     log_warning(f"data source {config.data.source}: {skipped_note(train_docs.stats)}")
   as_path(workdir).mkdir(parents=True, exist_ok=True)
-  tokenizer = build_tokenizer(config.data, train_docs, cache_dir=workdir)
+  resume = check_resume(config, workdir)  # a changed run stops here, before anything is built
+  tokenizer = resume.tokenizer(config.data, train_docs)  # pinned to the run
   mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=config.train.seq_len,
                          length_scale=config.data.length_scale,
                          class_weights=config.data.class_weights)
@@ -100,7 +102,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
              else None)
   setup = make_train_setup(config, tokenizer.vocab_size, mesh)
   if jax.process_index() == 0:
-    write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
     print(f"{config.model.family}: {setup.num_params:,} parameters | vocab "
           f"{tokenizer.vocab_size} | mesh {dict(mesh.shape)} | {jax.device_count()} devices",
           flush=True)
@@ -133,6 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if control is not None:
       control.state = controller_state
     log_progress(f"resumed from step {latest} in {workdir}")
+  if jax.process_index() == 0:
+    resume.record_start(config, tokenizer)  # run.json and config.json, once all checks passed
   start = int(jax.device_get(state.step))
   total = config.train.steps
   meta = {"param_shapes": param_shapes(setup.abstract_state.params),
