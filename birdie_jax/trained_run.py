@@ -50,8 +50,8 @@ def load_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer
     return load_pinned(record["tokenizer"], workdir)
   data = config.data
   return legacy_tokenizer(data, lambda: load_documents(
-      data.source, "train", val_fraction=data.val_fraction, text_field=data.text_field),
-      workdir)
+      data.source, "train", val_fraction=data.val_fraction, text_field=data.text_field,
+      document_separator=data.document_separator), workdir)
 
 
 @dataclasses.dataclass(frozen=True)

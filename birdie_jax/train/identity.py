@@ -39,7 +39,7 @@ MODEL_KEYS = tuple(f"model.{k}" for k in (
     "num_heads", "num_kv_heads", "head_dim", "attention_window", "attention_every", "rope_base",
     "conv_width", "mlp_expansion"))
 IDENTITY_KEYS = ("seed", "curriculum", *MODEL_KEYS, "model.dtype",
-                 *(f"data.{k}" for k in ("source", "text_field",
+                 *(f"data.{k}" for k in ("source", "text_field", "document_separator",
                                          "val_fraction", "gap", "length_scale", "class_weights",
                                          "tokenizer.kind", "tokenizer.vocab_size",
                                          "tokenizer.model_path")),
