@@ -1,4 +1,6 @@
-"""SIGKILL at a random step: the same command resumes and logs what an uninterrupted run logs."""
+"""SIGKILL at a random step: the same command resumes and logs what an uninterrupted run logs,
+for the tiny next-token run and for the default Birdie run (controller state, mixture weights in
+the data position); the killed run's workdir lock is taken over with a warning."""
 import json
 import random
 import signal
@@ -10,11 +12,22 @@ from birdie_jax.train.metrics import MetricsWriter
 from helpers import ROOT, subprocess_env
 
 STEPS = 8  # tiny's default: the compiled step is shared with other runs of configs/base.py:tiny
-_TIMING = {"tokens_per_s", "tokens_per_s_per_device", "tflops_per_s_per_device", "step_time_s"}
+_TIMING = {"tokens_per_s", "tokens_per_s_per_device", "tflops_per_s_per_device", "step_time_s",
+           "controller/eval_s", "controller/update_s", "controller/compile_s"}
+# configs/base.py's default Birdie run at the tiny run's size, with a reward model small enough
+# for a test; controller.schedule_scale=0.1 evaluates at steps 1 and 5.
+BIRDIE = ("--config=configs/base.py", "--config.model.width=32", "--config.model.depth=2",
+          "--config.model.lru_width=32", "--config.model.num_heads=2",
+          "--config.data.tokenizer.kind=bytes", "--config.train.batch_size=8",
+          "--config.train.seq_len=64", "--config.train.warmup_steps=2",
+          "--config.train.eval_every=100", "--config.train.eval_batches=1",
+          "--config.controller.num_candidates=16", "--config.controller.top_k=2",
+          "--config.controller.train_steps=4", "--config.controller.hidden=16",
+          "--config.controller.layers=1", "--config.controller.val_rows=1")
 
 
-def _command(workdir):
-  return [sys.executable, "-m", "birdie_jax.main", "--config=configs/base.py:tiny",
+def _command(workdir, *config):
+  return [sys.executable, "-m", "birdie_jax.main", *(config or ["--config=configs/base.py:tiny"]),
           f"--workdir={workdir}", f"--config.train.steps={STEPS}", "--config.train.log_every=1",
           "--config.checkpoint.every_steps=2"]
 
@@ -37,12 +50,14 @@ def _checkpoints(workdir) -> list[int]:
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
 
 
-def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
-  kill_after = random.randint(3, STEPS - 2)
-  reference = subprocess.Popen(_command(tmp_path / "reference"), cwd=ROOT, env=subprocess_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _kill_and_resume(tmp_path, kill_after, *config):
+  """Runs `config` whole and killed by SIGKILL after step `kill_after` then resumed; asserts both
+  log the same values at every step."""
+  reference = subprocess.Popen(_command(tmp_path / "reference", *config), cwd=ROOT,
+                               env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
   workdir = tmp_path / "run"
-  victim = subprocess.Popen(_command(workdir), cwd=ROOT, env=subprocess_env(),
+  victim = subprocess.Popen(_command(workdir, *config), cwd=ROOT, env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 180
   while not (max(_logged(workdir), default=0) >= kill_after and _checkpoints(workdir)):
@@ -54,12 +69,15 @@ def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
   killed_at = max(_logged(workdir))
   assert killed_at < STEPS, "killed too late to test anything"
 
-  resumed = subprocess.run(_command(workdir), cwd=ROOT, env=subprocess_env(), capture_output=True,
-                           text=True, timeout=180)
+  resumed = subprocess.run(_command(workdir, *config), cwd=ROOT, env=subprocess_env(),
+                           capture_output=True, text=True, timeout=180)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resumed from step " in resumed.stdout, resumed.stdout
   resumed_from = int(resumed.stdout.split("resumed from step ")[1].split()[0])
   assert 2 <= resumed_from <= killed_at and resumed_from % 2 == 0
+  assert f"taking over the lock of workdir {workdir} from pid {victim.pid}" in resumed.stderr
+  assert "is not running on this host" in resumed.stderr
+  assert not (workdir / "lock.json").exists()
   output, _ = reference.communicate(timeout=180)
   assert reference.returncode == 0, output
 
@@ -69,6 +87,19 @@ def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
     assert got[step] == expected[step], (f"step {step} (killed after step {killed_at}, resumed "
                                          f"from {resumed_from})")
   assert not [p.name for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+  return resumed_from
+
+
+def test_sigkill_at_a_random_step_resumes_bit_for_bit(tmp_path):
+  _kill_and_resume(tmp_path, random.randint(3, STEPS - 2))
+
+
+def test_sigkill_of_the_birdie_run_resumes_bit_for_bit(tmp_path):
+  """Killed after the controller's second evaluation (step 5) or between its first two: the
+  reward history, the mixture and the data position come back from the checkpoint."""
+  _kill_and_resume(tmp_path, random.randint(3, STEPS - 2), *BIRDIE)
+  rows = _logged(tmp_path / "run")
+  assert "reward/total" in rows[5] and "mixture_class/infilling" in rows[1]
 
 
 def test_metrics_line_cut_by_a_kill_is_dropped_on_restart(tmp_path):

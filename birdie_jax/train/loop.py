@@ -38,9 +38,10 @@ from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureContro
 from birdie_jax.train.metrics import MetricsWriter, Throughput
 from birdie_jax.train.metrics import progress_line
 from birdie_jax.train.nonfinite import NonFiniteGuard
-from birdie_jax.train.preemption import PreemptionSignal
+from birdie_jax.train.preemption import PreemptionSignal, stopped_by_error
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
+from birdie_jax.train.workdir_lock import hold_workdir
 from birdie_jax.workdir import as_path, check_writable
 
 
@@ -77,19 +78,29 @@ def _eval_line(step: int, scalars: dict[str, float]) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics."""
+  """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics.
+
+  The job holds the workdir's lock throughout (train/workdir_lock.py): a second start refuses.
+  """
   validate_config(config)
   check_writable(workdir)  # a file or read-only path: one line now, not at the first save
+  with hold_workdir(workdir, config.checkpoint.lock_stale_s):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   mesh = make_mesh(config.mesh.shape)
   rules = tuple(tuple(r) for r in config.mesh.axis_rules)
   validate_rules(rules, mesh.axis_names)
   _check_batch(config, mesh)
   check_batch_layout(mesh, rules, config.train.batch_size, config.train.seq_len)
   train_docs = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
-                              text_field=config.data.text_field)
+                              text_field=config.data.text_field,
+                              document_separator=config.data.document_separator)
   val_docs = load_documents(config.data.source, "validation",
                             val_fraction=config.data.val_fraction,
-                            text_field=config.data.text_field)
+                            text_field=config.data.text_field,
+                            document_separator=config.data.document_separator)
   if skipped_note(train_docs.stats):
     log_warning(f"data source {config.data.source}: {skipped_note(train_docs.stats)}")
   as_path(workdir).mkdir(parents=True, exist_ok=True)
@@ -112,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_docs, tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
       seed=config.seed, process_index=pi, process_count=pc, make_example=mixture,
       gap=config.data.gap, num_workers=config.data.num_workers)
-  data_iter = Lookahead(iter(dataset))
+  data_iter = Lookahead(iter(dataset), retries=config.data.read_retries)
   val_batches = [_to_global(b, mesh, rules) for b in make_validation_batches(
       val_docs[pi::pc], tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
       num_batches=config.train.eval_batches, seed=config.seed, make_example=mixture,
@@ -124,7 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.checkpoint.max_to_keep,
-                              async_save=config.checkpoint.async_save)
+                              async_save=config.checkpoint.async_save,
+                              restore_retries=config.checkpoint.restore_retries)
   restored = checkpointer.restore_latest(
       setup, data_iter, None if control is None else control.abstract_state())
   if restored is None:
@@ -150,11 +162,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run_start, timed_from = time.perf_counter(), None
   reached = start
   guard = NonFiniteGuard(config.train.max_nonfinite_in_a_row)
+  step = start
   try:
     with jax.set_mesh(mesh), PreemptionSignal() as preemption:
       if start >= total:
         log_progress(f"run already finished at step {start} (train.steps={total})")
-      step = start
       while step < total:
         step += 1
         host_batch = next(data_iter)
@@ -214,9 +226,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                             controller=None if control is None else control.state)
           writer.flush()  # the rows up to a checkpoint are never lost (remote workdirs)
         if stop:
-          log_progress(f"SIGTERM: stopping after step {step}; checkpoint written, the same "
-                       "command resumes from it")
+          log_progress(f"{preemption.name}: stopping after step {step}; checkpoint written, "
+                       "the same command resumes from it")
           break
+  except Exception as error:  # pylint: disable=broad-except  # save what can be saved, one line
+    raise stopped_by_error(error, step, checkpointer=checkpointer, state=state, data_iter=data_iter,
+                           meta=meta, controller=None if control is None else control.state,
+                           in_streak=bool(guard.in_a_row)) from error
   finally:
     checkpointer.close()
     writer.close()
