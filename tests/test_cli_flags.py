@@ -7,7 +7,6 @@ Most cases call the program's own `main` in-process, its flags parsed as its `__
 import contextlib
 import errno
 import importlib
-import json
 import os
 import subprocess
 import sys
@@ -142,7 +141,8 @@ def test_evaluate_on_an_unwritable_workdir_stops_at_once(no_loading, capsys):
   assert not any(name.startswith(".write-probe") for name in os.listdir("/proc/self"))
 
 
-def test_evaluate_writes_each_task_when_it_is_done(tmp_path, monkeypatch, fast_compile):  # noqa: F811
+@pytest.mark.usefixtures("fast_compile")
+def test_evaluate_writes_each_task_when_it_is_done(tmp_path, monkeypatch):
   config = tiny_config()
   config.eval.update(tasks="mqar,perplexity", examples=1, seq_len=128)
   tokenizer = ByteTokenizer()
@@ -291,7 +291,7 @@ def test_check_writable(tmp_path, monkeypatch):
   file.write_text("x")
   for path, message in ((file, f"workdir {file} is a file, not a folder"),
                         (file / "run", f"cannot write into workdir {file}/run (Not a directory)")):
-    with pytest.raises(ConfigError, match=None) as raised:
+    with pytest.raises(ConfigError) as raised:
       check_writable(path)
     assert str(raised.value) == message
   check_writable(tmp_path / "new" / "run")  # made, and left empty
