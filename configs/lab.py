@@ -5,10 +5,12 @@
           phonebook with the question last, at widths 64-512; 4 LRs x 3 seeds per point. Run in
           pieces: `--config.max_minutes=9` per 10-minute call, the same command again continues.
     gpu256  the same over 256 data ids and shorter tasks (MQAR 16 pairs, disjointness 32,
-          phonebook 16 entries), 3000 steps, learning rates 1e-3 to 3e-2: on the H100 the
-          Transformer reached only 0.22 on MQAR kv 64 over 8192 ids in 4000 steps (one seed of
-          three; 2026-12-07), so the 8192-id sweep needs far more steps than a session's device
-          time, and the CPU sweep's best learning rate was mostly its grid's top (1e-2).
+          phonebook 16 entries, MQAR-pq 32 pairs), 6000 steps, 6 learning rates 1e-4 to 3e-2.
+          Why (H100, 2026-12-07, `experiments/lab/runs/gpu256-*`): at 3000 steps and 1e-3 to
+          3e-2 the Transformer solved MQAR at widths 128 and 256 (1.000, lr 1e-3) but not at 512
+          (0.25: the grid's lowest rate was too high; at 1e-4 it reached 1.000 on all seeds) nor
+          at 64 (one seed of three; at 6000 steps, lr 2e-2, two of three). The 8192-id sweep
+          (`gpu`) reached only 0.22 at 4000 steps: it needs far more steps than a session has.
     cpu   the reduced sweep for 2 CPU cores: widths 32-128, 64 ids, short tasks (MQAR 8 pairs,
           disjointness 16, MQAR-pq 16 pairs, phonebook 8 entries), Hawk and the Transformer.
           `LAB_CONFIG=configs/lab.py:cpu bash experiments/lab/sweep.sh 55` runs its priority
@@ -35,8 +37,8 @@ def get_config(arg: str = "gpu"):
     c.families = "transformer,hawk,gated_ssm,griffin"
     c.widths = "64,128,256,512"
     c.data_ids = 256
-    c.steps = 3000
-    c.learning_rates = "1e-3,3e-3,1e-2,3e-2"
+    c.steps = 6000
+    c.learning_rates = "1e-4,3e-4,1e-3,3e-3,1e-2,3e-2"
   elif arg == "cpu":
     c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,mqar_pq:16,phonebook_ql:8"
     c.families = "transformer,hawk"
