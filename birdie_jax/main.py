@@ -10,6 +10,7 @@ how they meet, and Cloud TPU pod slices, SLURM and Open MPI need none of them
 """
 from __future__ import annotations
 
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -37,7 +38,7 @@ _PROGRAM = "birdie_jax"
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
   config = cli.config_flag(_PROGRAM)
   if config is None:
     cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/base.py")
@@ -48,6 +49,9 @@ def main(argv: list[str]) -> None:
     train_and_evaluate(config, _WORKDIR.value)
   except (ConfigError, TrainingError) as e:
     cli.fail(_PROGRAM, e)
+  except KeyboardInterrupt:  # Ctrl-C before the loop began (the loop itself saves and exits 0)
+    print(f"{_PROGRAM}: interrupted before training began; nothing to save", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

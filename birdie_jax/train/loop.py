@@ -4,12 +4,14 @@ Workdir layout:
     run.json            what defines the run, checked at every start (train/identity.py)
     config.json         the config of the latest start (config.<n>.json: the ones it replaced)
     tokenizer/run.model the run's sentencepiece model, pinned at its first start (never retrained)
+    lock.json           the running job's lock: host, pid, start, heartbeat (train/workdir_lock.py)
     checkpoints/<step>/ Orbax checkpoints {state, data, meta}
     metrics.jsonl       one JSON object per logged step (step, loss, learning_rate, tokens_per_s, ...);
                         steps after a checkpoint are logged again when a run resumes from it or
                         rolls back to it, and the last row of a step is the one that counts
     tensorboard/        the same scalars for TensorBoard
-    eval/<step>.*       retrieval evaluations every `eval.every` steps (json, md, png per task)
+    eval/<step>.*       retrieval evaluations every `eval.every` steps (json, md, png per task;
+                        `evaluate` also writes eval/<step>-<task>.json as each task finishes)
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from birdie_jax.train.preemption import PreemptionSignal, stopped_by_error
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
 from birdie_jax.train.workdir_lock import hold_workdir
-from birdie_jax.workdir import as_path, check_writable
+from birdie_jax.workdir import check_writable
 
 
 def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
@@ -94,6 +96,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   validate_rules(rules, mesh.axis_names)
   _check_batch(config, mesh)
   check_batch_layout(mesh, rules, config.train.batch_size, config.train.seq_len)
+  resume = check_resume(config, workdir)  # a changed run stops here, before anything is read
   train_docs = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
                               text_field=config.data.text_field,
                               document_separator=config.data.document_separator)
@@ -103,8 +106,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                             document_separator=config.data.document_separator)
   if skipped_note(train_docs.stats):
     log_warning(f"data source {config.data.source}: {skipped_note(train_docs.stats)}")
-  as_path(workdir).mkdir(parents=True, exist_ok=True)
-  resume = check_resume(config, workdir)  # a changed run stops here, before anything is built
   tokenizer = resume.tokenizer(config.data, train_docs)  # pinned to the run
   mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=config.train.seq_len,
                          length_scale=config.data.length_scale,
