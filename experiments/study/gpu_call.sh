@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One lent-GPU call of the study: the next stages of one arm within MINUTES, then its small files.
+#     bash experiments/study/gpu_call.sh ARM MINUTES [OUT]
+# Stages, each skipped when its output exists (so the same command, called again on the same warm
+# machine, continues where the last call stopped):
+#   train     birdie_jax.main into workdirs/study/ARM; stopped by SIGTERM before the budget ends
+#             (a checkpoint is written, exit 0) and resumed by the next call
+#   evaluate  objective competence and the copying tasks (eval/<step>.json, objectives/<step>.json)
+#   heldout   Gutenberg-val and WikiText-2 perplexity (heldout.json)
+#   finetune  the protocol per task, phonebook then MQAR (finetune/protocol-<task>.json)
+# A lent machine keeps git-ignored paths (workdirs/) between calls only while warm (30 s idle), and
+# checkpoints are too large to come back: OUT/ARM.tgz holds everything but them (unpack it into
+# experiments/study/runs/). Needs: carry ["data/study", ".wheels"] (experiments/study/STATUS.md).
+set -u
+arm=$1
+budget=$2
+out=${3:-}
+start=$(date +%s)
+if [ -d .wheels ] && ! python -c "import ml_collections, sentencepiece, zstandard" 2>/dev/null; then
+  python -m pip install -q --no-deps --no-index --find-links .wheels --target /tmp/site \
+    ml_collections sentencepiece zstandard 2>&1 | tail -1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export BIRDIE_STUDY_CORPUS=${BIRDIE_STUDY_CORPUS:-data/study} PYTHONUNBUFFERED=1
+workdir=workdirs/study/$arm
+tiny=""
+case $arm in *,tiny) tiny=--tiny;; esac  # CPU smoke runs: `bash ... hawk-50m-birdie-s0,tiny 20`
+config=experiments/study/config.py:$arm
+quiet() { grep -v "^WARNING\|^I0000\|^W0000"; }
+# Seconds left before the tarball must be written (30 s kept for it).
+left() { echo $(( budget * 60 - ($(date +%s) - start) - 30 )); }
+
+# Runs "$@" within the time left; 0 when it finished, 1 when the budget stopped it (SIGTERM first,
+# so the training loop checkpoints; SIGKILL 60 s later).
+within_budget() {
+  local t
+  t=$(left)
+  if [ "$t" -lt 60 ]; then return 1; fi
+  timeout -s TERM -k 60 "$t" "$@" 2>&1 | quiet
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then return 1; fi
+  if [ "$rc" -ne 0 ]; then echo "study: $* exited $rc"; return 1; fi
+  return 0
+}
+
+pack() {
+  if [ -n "$out" ] && [ -d "$workdir" ]; then
+    tar czf "$out/$arm.tgz" --exclude=checkpoints --exclude=lock.json -C workdirs/study "$arm"
+  fi
+}
+trap pack EXIT
+
+nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
+within_budget python -m birdie_jax.main --config="$config" --workdir="$workdir" || exit 0
+ls "$workdir/eval" 2>/dev/null | grep -qE '^[0-9]+\.json$' || within_budget python -m birdie_jax.evaluate \
+  --workdir="$workdir" --tasks=objectives,copying_text,copying,copying_frequent,perplexity \
+  || exit 0
+[ -f "$workdir/heldout.json" ] || within_budget python -m experiments.study.heldout \
+  --workdir="$workdir" || exit 0
+for task in phonebook mqar; do
+  [ -f "$workdir/finetune/protocol-$task.json" ] || within_budget python -m \
+    experiments.study.finetune --workdir="$workdir" --task=$task $tiny || exit 0
+done
+echo "study: $arm complete"
