@@ -3,6 +3,8 @@
 Both models are built from the same seed (the blocks are made identically, then stacked), so their
 parameters are equal and their logits, gradients and decoding must agree.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +37,7 @@ CASES = [
 def _model(family: str, overrides: dict, scan: bool, remat: str = "none"):
   cfg = default_config().model
   cfg.update(family=family, preset="tiny", scan_layers=scan, remat=remat)
-  cfg = presets.resolve(cfg)  # the tiny shape, at the depth given here
-  cfg.update(preset="", **overrides)
+  cfg = dataclasses.replace(presets.resolve(cfg), **overrides)  # the tiny shape, at this depth
   return build_model(cfg, VOCAB, rngs=nnx.Rngs(0))
 
 

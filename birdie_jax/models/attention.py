@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
@@ -27,6 +26,7 @@ from birdie_jax.models.blocks import (Cache, ResidualBlock, RingWrite, Segments,
                                       update_cache)
 from birdie_jax.models.layers import MLP, as_dtype
 from birdie_jax.models.lm import mlp_hidden, mlp_params
+from birdie_jax.models.model_config import ModelConfig
 from birdie_jax.models.remat import ATTENTION_OUTPUT
 from birdie_jax.parallel.sharding import constrain
 
@@ -73,7 +73,8 @@ def attention_mask(segment_ids: jax.Array, prefix_mask: jax.Array, *, prefix_lm:
 
 
 def _to_ring(x: jax.Array, slots: int) -> jax.Array:
-  """Columns L - slots .. L - 1 of (B, L, ...) `x` (zeros before column 0), each at column % slots."""
+  """Columns L - slots .. L - 1 of (B, L, ...) `x` (zeros before column 0), each at column %
+  slots."""
   length = x.shape[1]
   pad = max(slots - length, 0)
   x = jnp.pad(x, ((0, 0), (pad, 0)) + ((0, 0),) * (x.ndim - 2))[:, -slots:]
@@ -149,17 +150,18 @@ class Attention(nnx.Module):
     return y, write
 
 
-def attention_block(cfg: ml_collections.ConfigDict, *, window: int,
-                    rngs: nnx.Rngs) -> ResidualBlock:
-  """An attention residual block (prefix-LM when `cfg.bidirectional`) + gated MLP."""
-  dtype = as_dtype(cfg.dtype)
-  mixer = Attention(cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, rngs=rngs,
-                    dtype=dtype, prefix_lm=cfg.bidirectional, window=window,
-                    rope_base=cfg.rope_base, impl=cfg.attention_impl)
-  return ResidualBlock(cfg.width, mixer, MLP(cfg.width, mlp_hidden(cfg), rngs=rngs, dtype=dtype))
+def attention_block(config: ModelConfig, *, window: int, rngs: nnx.Rngs) -> ResidualBlock:
+  """An attention residual block (prefix-LM when `config.bidirectional`) + gated MLP."""
+  dtype = as_dtype(config.dtype)
+  mixer = Attention(config.width, config.num_heads, config.num_kv_heads, config.head_dim,
+                    rngs=rngs, dtype=dtype, prefix_lm=config.bidirectional, window=window,
+                    rope_base=config.rope_base, impl=config.attention_impl)
+  mlp = MLP(config.width, mlp_hidden(config), rngs=rngs, dtype=dtype)
+  return ResidualBlock(config.width, mixer, mlp)
 
 
-def attention_block_params(cfg: ml_collections.ConfigDict) -> int:
+def attention_block_params(config: ModelConfig) -> int:
   """Parameters of `attention_block`: two norms, the attention and the MLP."""
-  attn = Attention.param_count(cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
-  return 2 * cfg.width + attn + mlp_params(cfg.width, mlp_hidden(cfg))
+  attn = Attention.param_count(config.width, config.num_heads, config.num_kv_heads,
+                               config.head_dim)
+  return 2 * config.width + attn + mlp_params(config.width, mlp_hidden(config))

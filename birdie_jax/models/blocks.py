@@ -18,7 +18,7 @@ from flax import nnx
 
 from birdie_jax.models.layers import MLP, RMSNorm
 
-Cache = Any
+Cache = Any  # a decoding cache: a block's pytree of arrays, or the model's (`lm.LanguageModel`)
 
 
 class Segments(NamedTuple):

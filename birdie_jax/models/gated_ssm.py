@@ -3,19 +3,19 @@
     i = sigmoid(W_i x),  z = W_z x,  o = GeLU(W_o x),  f = sigmoid(W_f x)
     h_t = f_t * h_{t-1} + i_t * z_t,     y = W_out(o * h)
 
-The state width is `cfg.lru_width`. Document resets and the bidirectional split are those of the
+The state width is `config.lru_width`. Document resets and the bidirectional split are those of the
 RG-LRU (`recurrence`): where no state flows in, `f = 0` and `h_t = i_t * z_t`.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from birdie_jax.models.blocks import Cache, ResidualBlock, Segments, StepInfo, bidirectional_layers
 from birdie_jax.models.layers import as_dtype, dense
 from birdie_jax.models.lm import LanguageModel
+from birdie_jax.models.model_config import ModelConfig
 from birdie_jax.models.recurrence import decay_keep, split_scan, split_step
 from birdie_jax.parallel.sharding import constrain
 
@@ -70,19 +70,21 @@ class GatedSSM(nnx.Module):
 
 
 class GatedSSMLM(LanguageModel):
-  """A stack of fused Gated SSM blocks (no separate MLP). With `cfg.bidirectional`, blocks 0, n,
-  2n, ... (n = `cfg.bidirectional_every`) split their state into forward and prefix-reverse
+  """A stack of fused Gated SSM blocks (no separate MLP). With `config.bidirectional`, blocks 0, n,
+  2n, ... (n = `config.bidirectional_every`) split their state into forward and prefix-reverse
   halves."""
 
-  def make_blocks(self, cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> list[ResidualBlock]:
-    """`cfg.depth` Gated SSM blocks."""
-    bidir = bidirectional_layers(cfg.depth, cfg.bidirectional, cfg.bidirectional_every)
-    return [ResidualBlock(cfg.width, GatedSSM(cfg.width, cfg.lru_width, bidirectional=b, rngs=rngs,
-                                              dtype=as_dtype(cfg.dtype), scan_impl=cfg.scan_impl))
+  def make_blocks(self, config: ModelConfig, rngs: nnx.Rngs) -> list[ResidualBlock]:
+    """`config.depth` Gated SSM blocks."""
+    bidir = bidirectional_layers(config.depth, config.bidirectional, config.bidirectional_every)
+    dtype = as_dtype(config.dtype)
+    return [ResidualBlock(config.width, GatedSSM(config.width, config.lru_width, bidirectional=b,
+                                                 rngs=rngs, dtype=dtype,
+                                                 scan_impl=config.scan_impl))
             for b in bidir]
 
   @staticmethod
-  def param_count(cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
+  def param_count(config: ModelConfig, vocab_size: int) -> int:
     """Tied embedding + final norm + depth x (norm + Gated SSM)."""
-    block = cfg.width + GatedSSM.param_count(cfg.width, cfg.lru_width)
-    return vocab_size * cfg.width + cfg.width + cfg.depth * block
+    block = config.width + GatedSSM.param_count(config.width, config.lru_width)
+    return vocab_size * config.width + config.width + config.depth * block

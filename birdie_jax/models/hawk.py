@@ -1,13 +1,14 @@
-"""Hawk (Griffin's all-recurrent model): pre-norm residual blocks of RG-LRU temporal mixing + MLP."""
+"""Hawk (Griffin's all-recurrent model): pre-norm residual blocks of RG-LRU temporal mixing and an
+MLP."""
 from __future__ import annotations
 
 import jax
-import ml_collections
 from flax import nnx
 
 from birdie_jax.models.blocks import Cache, ResidualBlock, Segments, StepInfo, bidirectional_layers
 from birdie_jax.models.layers import MLP, Conv1D, as_dtype, dense
 from birdie_jax.models.lm import LanguageModel, mlp_hidden, mlp_params
+from birdie_jax.models.model_config import ModelConfig
 from birdie_jax.models.rglru import RGLRU
 from birdie_jax.parallel.sharding import constrain
 
@@ -15,21 +16,21 @@ from birdie_jax.parallel.sharding import constrain
 class RecurrentMixer(nnx.Module):
   """Griffin's recurrent block: out(gelu(W_y x) * RG-LRU(Conv1D(W_x x)))."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, bidirectional: bool, rngs: nnx.Rngs):
-    dtype = as_dtype(cfg.dtype)
-    self.gate = dense(cfg.width, cfg.lru_width, ("embed", "lru"), rngs=rngs, dtype=dtype)
-    self.proj = dense(cfg.width, cfg.lru_width, ("embed", "lru"), rngs=rngs, dtype=dtype)
-    self.conv = Conv1D(cfg.lru_width, cfg.conv_width, rngs=rngs, dtype=dtype)
-    self.lru = RGLRU(cfg.lru_width, cfg.num_heads, bidirectional=bidirectional, rngs=rngs,
-                     dtype=dtype, scan_impl=cfg.scan_impl)
-    self.out = dense(cfg.lru_width, cfg.width, ("lru", "embed"), rngs=rngs, dtype=dtype)
+  def __init__(self, config: ModelConfig, *, bidirectional: bool, rngs: nnx.Rngs):
+    dtype = as_dtype(config.dtype)
+    self.gate = dense(config.width, config.lru_width, ("embed", "lru"), rngs=rngs, dtype=dtype)
+    self.proj = dense(config.width, config.lru_width, ("embed", "lru"), rngs=rngs, dtype=dtype)
+    self.conv = Conv1D(config.lru_width, config.conv_width, rngs=rngs, dtype=dtype)
+    self.lru = RGLRU(config.lru_width, config.num_heads, bidirectional=bidirectional, rngs=rngs,
+                     dtype=dtype, scan_impl=config.scan_impl)
+    self.out = dense(config.lru_width, config.width, ("lru", "embed"), rngs=rngs, dtype=dtype)
 
   @staticmethod
-  def param_count(cfg: ml_collections.ConfigDict) -> int:
+  def param_count(config: ModelConfig) -> int:
     """gate, proj, out (with biases), conv taps + bias, two block-diagonal gates + Lambda."""
-    d, w = cfg.width, cfg.lru_width
-    rglru = 2 * (w * w // cfg.num_heads + w) + w
-    return 2 * (d * w + w) + (w * d + d) + (cfg.conv_width + 1) * w + rglru
+    d, w = config.width, config.lru_width
+    rglru = 2 * (w * w // config.num_heads + w) + w
+    return 2 * (d * w + w) + (w * d + d) + (config.conv_width + 1) * w + rglru
 
   def __call__(self, x: jax.Array, seg: Segments, *,
                cache_len: int | None = None) -> tuple[jax.Array, Cache]:
@@ -56,30 +57,31 @@ class RecurrentMixer(nnx.Module):
     return constrain(self.out(h), ("batch", "length", "act_embed"))
 
 
-def recurrent_block(cfg: ml_collections.ConfigDict, *, bidirectional: bool,
-                    rngs: nnx.Rngs) -> ResidualBlock:
+def recurrent_block(config: ModelConfig, *, bidirectional: bool, rngs: nnx.Rngs) -> ResidualBlock:
   """A Hawk residual block: RG-LRU mixer + gated MLP."""
-  mixer = RecurrentMixer(cfg, bidirectional=bidirectional, rngs=rngs)
-  mlp = MLP(cfg.width, mlp_hidden(cfg), rngs=rngs, dtype=as_dtype(cfg.dtype))
-  return ResidualBlock(cfg.width, mixer, mlp)
+  mixer = RecurrentMixer(config, bidirectional=bidirectional, rngs=rngs)
+  mlp = MLP(config.width, mlp_hidden(config), rngs=rngs, dtype=as_dtype(config.dtype))
+  return ResidualBlock(config.width, mixer, mlp)
 
 
-def recurrent_block_params(cfg: ml_collections.ConfigDict) -> int:
+def recurrent_block_params(config: ModelConfig) -> int:
   """Parameters of `recurrent_block`: two norms, the mixer and the MLP."""
-  return 2 * cfg.width + RecurrentMixer.param_count(cfg) + mlp_params(cfg.width, mlp_hidden(cfg))
+  mlp = mlp_params(config.width, mlp_hidden(config))
+  return 2 * config.width + RecurrentMixer.param_count(config) + mlp
 
 
 class HawkLM(LanguageModel):
-  """Hawk. With `cfg.bidirectional`, blocks 0, n, 2n, ... (n = `cfg.bidirectional_every`) split
-  their RG-LRU channels into a forward and a prefix-reverse half; the Conv1D stays causal in every
-  channel (the paper leaves its bidirectional form open; see reference/birdie.md §3.1)."""
+  """Hawk. With `config.bidirectional`, blocks 0, n, 2n, ... (n = `config.bidirectional_every`)
+  split their RG-LRU channels into a forward and a prefix-reverse half; the Conv1D stays causal in
+  every channel (the Birdie paper, arXiv 2411.01030, leaves the Conv1D's bidirectional form
+  open)."""
 
-  def make_blocks(self, cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> list[ResidualBlock]:
-    """`cfg.depth` recurrent blocks."""
-    bidir = bidirectional_layers(cfg.depth, cfg.bidirectional, cfg.bidirectional_every)
-    return [recurrent_block(cfg, bidirectional=b, rngs=rngs) for b in bidir]
+  def make_blocks(self, config: ModelConfig, rngs: nnx.Rngs) -> list[ResidualBlock]:
+    """`config.depth` recurrent blocks."""
+    bidir = bidirectional_layers(config.depth, config.bidirectional, config.bidirectional_every)
+    return [recurrent_block(config, bidirectional=b, rngs=rngs) for b in bidir]
 
   @staticmethod
-  def param_count(cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
+  def param_count(config: ModelConfig, vocab_size: int) -> int:
     """Tied embedding + final norm + depth recurrent blocks."""
-    return vocab_size * cfg.width + cfg.width + cfg.depth * recurrent_block_params(cfg)
+    return vocab_size * config.width + config.width + config.depth * recurrent_block_params(config)

@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families, each parameter annotated with logical axis names."""
+"""Building blocks shared by the model families, each parameter annotated with its logical axis
+names."""
 from __future__ import annotations
 
 import math

@@ -6,22 +6,19 @@ on a left-padded prompt and then `step` once per new token.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from birdie_jax.models.blocks import Segments, StepInfo
+from birdie_jax.models.blocks import Cache, Segments, StepInfo
 from birdie_jax.models.layer_stack import BlockStack
 from birdie_jax.models.layers import Embedder, RMSNorm, as_dtype
+from birdie_jax.models.model_config import ModelConfig
 
-Cache = dict[str, Any]
 
-def mlp_hidden(cfg: ml_collections.ConfigDict) -> int:
+def mlp_hidden(config: ModelConfig) -> int:
   """The MLP hidden width: round(mlp_expansion * width)."""
-  return int(round(cfg.mlp_expansion * cfg.width))
+  return int(round(config.mlp_expansion * config.width))
 
 
 def mlp_params(width: int, hidden: int) -> int:
@@ -32,16 +29,17 @@ def mlp_params(width: int, hidden: int) -> int:
 class LanguageModel(nnx.Module):
   """Token ids -> float32 logits, for packed rows (training) or one token at a time (decoding).
 
-  Each family defines `make_blocks(self, cfg, rngs) -> list[ResidualBlock]` (its blocks, first to
-  last) and the static `param_count(cfg, vocab_size) -> int` (its analytic parameter count).
-  `cfg.scan_layers` stacks the repeats of the blocks' pattern and runs them with one scan
-  (`layer_stack`); `cfg.remat` picks what each block keeps for the backward pass.
+  Each family defines `make_blocks(self, config, rngs) -> list[ResidualBlock]` (its blocks, first
+  to last) and the static `param_count(config, vocab_size) -> int` (its analytic parameter count).
+  `config.scan_layers` stacks the repeats of the blocks' pattern and runs them with one scan
+  (`layer_stack`); `config.remat` picks what each block keeps for the backward pass.
   """
 
-  def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
-    self.embed = Embedder(vocab_size, cfg.width, rngs=rngs, dtype=as_dtype(cfg.dtype))
-    self.blocks = BlockStack(self.make_blocks(cfg, rngs), scan=cfg.scan_layers, remat=cfg.remat)
-    self.final_norm = RMSNorm(cfg.width)
+  def __init__(self, config: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs):
+    self.embed = Embedder(vocab_size, config.width, rngs=rngs, dtype=as_dtype(config.dtype))
+    self.blocks = BlockStack(self.make_blocks(config, rngs), scan=config.scan_layers,
+                             remat=config.remat)
+    self.final_norm = RMSNorm(config.width)
 
   def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
                prefix_mask: jax.Array) -> jax.Array:

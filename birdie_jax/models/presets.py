@@ -1,4 +1,5 @@
-"""Named model shapes per family (`model.preset`) and the model section's validation.
+"""Named model shapes per family (`model.preset`), `resolve` (a config's `model` group -> the
+`ModelConfig` the models take) and the model section's validation.
 
 A non-empty `model.preset` replaces the family's shape keys (those listed in the preset: width,
 depth, recurrence width, heads, MLP expansion, attention window and pattern) with the preset's
@@ -10,12 +11,13 @@ HAWK/GRIFFIN_PAPER_7B for the recurrent families and the usual 32 x 4096 shape f
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
-import ml_collections
-
 from birdie_jax.errors import ConfigError
+from birdie_jax.models.model_config import ModelConfig
 
 PRESET_NAMES = ("tiny", "150m", "400m", "1.4b", "7b")
 
@@ -65,39 +67,46 @@ _RG_LRU = ("hawk", "griffin")
 _MLP = ("hawk", "griffin", "transformer")  # blocks with an MLP of round(expansion x width)
 
 
-def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The model config with its preset's shape keys filled in (`cfg` itself without a preset)."""
-  if not cfg.preset:
-    return cfg
-  if cfg.family not in PRESETS or cfg.preset not in PRESETS[cfg.family]:
-    raise ConfigError(f"model.preset must be one of {PRESET_NAMES} (or ''), got {cfg.preset!r}")
-  out = ml_collections.ConfigDict(cfg.to_dict())
-  out.update(PRESETS[cfg.family][cfg.preset])
-  return out
+def resolve(config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+  """The `ModelConfig` of a `model` group, its preset's shape keys filled in.
+
+  `config` is the group (a ConfigDict or any mapping of its keys) or a ModelConfig, which is
+  resolved already and comes back as it is.
+  """
+  if isinstance(config, ModelConfig):
+    return config
+  resolved = ModelConfig.from_group(config)
+  if not resolved.preset:
+    return resolved
+  if resolved.family not in PRESETS or resolved.preset not in PRESETS[resolved.family]:
+    raise ConfigError(f"model.preset must be one of {PRESET_NAMES} (or ''), "
+                      f"got {resolved.preset!r}")
+  return dataclasses.replace(resolved, **PRESETS[resolved.family][resolved.preset])
 
 
-def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
+def validate_model_config(config: ModelConfig | Mapping[str, Any]) -> None:
   """Raises ConfigError for an impossible model shape (after applying the preset)."""
-  cfg = resolve(cfg)
-  finite = math.isfinite(cfg.mlp_expansion)
-  hidden = round(cfg.mlp_expansion * cfg.width) if finite else cfg.mlp_expansion
-  if cfg.family in _MLP and not (finite and hidden >= 1):
-    raise ConfigError(f"model.mlp_expansion ({cfg.mlp_expansion:g}) x model.width ({cfg.width}) "
-                      f"gives an MLP of width {hidden}: it must be at least 1")
-  if cfg.family in _RECURRENT and cfg.bidirectional and cfg.lru_width % 2:
-    raise ConfigError(f"a bidirectional {cfg.family} splits its recurrence in half: "
-                      f"model.lru_width ({cfg.lru_width}) must be even")
-  if cfg.family in _RG_LRU and cfg.lru_width % cfg.num_heads:
-    raise ConfigError(f"model.lru_width ({cfg.lru_width}) must be divisible by "
-                      f"model.num_heads ({cfg.num_heads})")
-  if cfg.family in _ATTENTION:
-    if cfg.num_heads % cfg.num_kv_heads:
-      raise ConfigError(f"model.num_heads ({cfg.num_heads}) must be a multiple of "
-                        f"model.num_kv_heads ({cfg.num_kv_heads})")
-    if cfg.head_dim % 2:
-      raise ConfigError(f"model.head_dim ({cfg.head_dim}) must be even for RoPE")
-    if cfg.rope_base <= 1.0:
-      raise ConfigError(f"model.rope_base must exceed 1, got {cfg.rope_base}")
-  if cfg.family == "griffin" and cfg.depth < cfg.attention_every:
-    raise ConfigError(f"griffin needs model.depth >= model.attention_every ({cfg.attention_every})"
-                      f" to have an attention block, got depth {cfg.depth}")
+  config = resolve(config)
+  finite = math.isfinite(config.mlp_expansion)
+  hidden = round(config.mlp_expansion * config.width) if finite else config.mlp_expansion
+  if config.family in _MLP and not (finite and hidden >= 1):
+    raise ConfigError(f"model.mlp_expansion ({config.mlp_expansion:g}) x model.width "
+                      f"({config.width}) gives an MLP of width {hidden}: it must be at least 1")
+  if config.family in _RECURRENT and config.bidirectional and config.lru_width % 2:
+    raise ConfigError(f"a bidirectional {config.family} splits its recurrence in half: "
+                      f"model.lru_width ({config.lru_width}) must be even")
+  if config.family in _RG_LRU and config.lru_width % config.num_heads:
+    raise ConfigError(f"model.lru_width ({config.lru_width}) must be divisible by "
+                      f"model.num_heads ({config.num_heads})")
+  if config.family in _ATTENTION:
+    if config.num_heads % config.num_kv_heads:
+      raise ConfigError(f"model.num_heads ({config.num_heads}) must be a multiple of "
+                        f"model.num_kv_heads ({config.num_kv_heads})")
+    if config.head_dim % 2:
+      raise ConfigError(f"model.head_dim ({config.head_dim}) must be even for RoPE")
+    if config.rope_base <= 1.0:
+      raise ConfigError(f"model.rope_base must exceed 1, got {config.rope_base}")
+  if config.family == "griffin" and config.depth < config.attention_every:
+    raise ConfigError(f"griffin needs model.depth >= model.attention_every "
+                      f"({config.attention_every}) to have an attention block, "
+                      f"got depth {config.depth}")
