@@ -3,7 +3,7 @@
     python -m experiments.reproduce_paper --workdir=workdirs/paper [--budget_s=480] \
         [--arms=hawk_ntp,hawk_birdie] [--parallel=7] [--tiny] [--results=experiments/RESULTS.md]
 
-Arms (one config each in `experiments/configs/`): Hawk with `ntp`, `ul2`, `fixed_ratio`,
+Arms (`experiments/configs/paper.py:<arm>`): Hawk with `ntp`, `ul2`, `fixed_ratio`,
 `birdie_causal` and `birdie`; a Transformer with `ntp` and `birdie`. For each arm, in order:
   1. pre-train (`train_and_evaluate` into `<workdir>/<arm>`; checkpointed);
   2. evaluate the pre-trained checkpoint on every task (`<arm>/eval/<step>.json`);
@@ -22,7 +22,6 @@ once in little more time than one. The results are the same as one at a time.
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import os
 import signal
@@ -46,16 +45,16 @@ from birdie_jax.workdir import check_writable, write_atomic
 from experiments import results
 from experiments.budget import Budget
 from experiments.configs import common
+from experiments.configs import paper
 from experiments.phonebook_finetune import FINETUNE_DIR, finetune_and_evaluate, write_finetuned
 
-ARMS = ("hawk_ntp", "hawk_ul2", "hawk_fixed_ratio", "hawk_birdie_causal", "hawk_birdie",
-        "transformer_ntp", "transformer_birdie")
+ARMS = tuple(paper.ARMS)
 _ARM_FILE = "arm.json"
 
 
 def arm_config(arm: str, arg: str | None) -> ml_collections.ConfigDict:
-  """The training config of `arm` (`experiments/configs/<arm>.py`)."""
-  return importlib.import_module(f"experiments.configs.{arm}").get_config(arg)
+  """The training config of `arm` (`experiments/configs/paper.py:<arm>`)."""
+  return paper.arm_config(arm, arg)
 
 
 def _read_json(path: str, default):

@@ -1,5 +1,6 @@
 """configs/sweep.py: every entry validates, has the paper's run shape, and its model (built
-abstractly, no FLOPs) has the preset formula's parameter count and shards on a v5e-256 mesh."""
+abstractly, no FLOPs) has the preset formula's parameter count and shards on a v5e-256 mesh; the
+arms of experiments/configs/paper.py validate."""
 import jax
 import pytest
 from jax.sharding import AbstractMesh, AxisType
@@ -12,6 +13,7 @@ from birdie_jax.models.presets import PRESET_NAMES
 from birdie_jax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 from birdie_jax.train.state import make_train_setup
 from configs import sweep
+from experiments.configs import paper
 
 PAPER_TOKENS = 520 * 2048 * 32_000  # paper §4.1: batch 520 x 2048 tokens x 32k steps
 
@@ -36,6 +38,24 @@ def test_names_cover_families_sizes_and_curricula():
 def test_bad_names_are_rejected_with_the_choices(bad):
   with pytest.raises(ValueError, match="families .* sizes .* curricula"):
     sweep.get_config(bad)
+
+
+def test_paper_arms_validate_and_are_what_their_names_say():
+  """experiments/configs/paper.py: `<family>_<curriculum>`, bidirectional exactly for birdie, at
+  the GPU scale and as `<arm>,tiny`; unknown arms and variants are refused."""
+  assert len(paper.ARMS) == 7
+  for arm in paper.ARMS:
+    family, curriculum = arm.split("_", 1)
+    for arg in (arm, f"{arm},tiny"):
+      config = paper.get_config(arg)
+      validate_config(config)
+      assert (config.model.family, config.curriculum) == (family, curriculum)
+      assert config.model.bidirectional == (curriculum == "birdie")
+      assert (config.model.preset == "tiny") == arg.endswith(",tiny")
+  with pytest.raises(ValueError, match="unknown arm"):
+    paper.get_config("hawk_t5")
+  with pytest.raises(ValueError, match="unknown variant"):
+    paper.get_config("hawk_ntp,huge")
 
 
 def test_every_config_validates_with_its_name():

@@ -1,1 +1,2 @@
-"""One training config per arm of `experiments/reproduce_paper.py` (get_config style)."""
+"""The configs of `experiments/reproduce_paper.py`: `paper.py:<arm>` (get_config style) and what
+the arms share (`common.py`)."""
