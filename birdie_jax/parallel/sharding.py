@@ -8,6 +8,7 @@ Layers that need to know an activation's layout (the sequence-parallel scan) ask
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -74,20 +75,13 @@ def logical_to_spec(names: Sequence[str | None], rules: Rules,
       if axis in used or (mesh is not None and axis not in mesh.shape):
         continue
       if mesh is not None and size is not None:
-        span = mesh.shape[axis] * _prod(mesh.shape[a] for a in axes)
+        span = mesh.shape[axis] * math.prod(mesh.shape[a] for a in axes)
         if size % span:
           continue
       axes.append(axis)
       used.add(axis)
     spec.append(None if not axes else axes[0] if len(axes) == 1 else tuple(axes))
   return PartitionSpec(*spec)
-
-
-def _prod(values) -> int:
-  out = 1
-  for v in values:
-    out *= v
-  return out
 
 
 @contextlib.contextmanager
@@ -149,7 +143,7 @@ def check_batch_layout(mesh: Mesh, rules: Rules, batch_size: int, seq_len: int) 
   two processes: each process reads its own documents into the rows of its own devices.
   """
   length_axes = [a for a in _rules_dict(rules).get("length", ()) if a in mesh.shape]
-  span = _prod(mesh.shape[a] for a in length_axes)
+  span = math.prod(mesh.shape[a] for a in length_axes)
   if seq_len % span:
     raise ConfigError(f"train.seq_len ({seq_len}) must be divisible by the {span} devices the "
                       f"sequence is split over (mesh axes {length_axes})")
