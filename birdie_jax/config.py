@@ -1,8 +1,8 @@
 """The configuration schema: every key, its default and a one-line comment, plus validation.
 
 Config files in `configs/` start from `default_config()` and change what their run needs, so a key
-exists in exactly one place. `validate_config` rejects unknown keys, wrong types and impossible values
-with one `ConfigError` line before anything is compiled.
+exists in exactly one place. `validate_config` rejects unknown keys, wrong types and impossible
+values with one `ConfigError` line before anything is compiled.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import ml_collections
 from ml_collections import config_dict
 
-from birdie_jax.data import special_tokens
+from birdie_jax.data.curriculum import run_curriculum
 from birdie_jax.controller.settings import default_settings
 from birdie_jax.evals import settings as eval_settings
 from birdie_jax.errors import ConfigError
@@ -42,7 +42,7 @@ DEFAULT_AXIS_RULES = (
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """All keys with their defaults (a tiny Hawk on the embedded corpus with next-token prediction)."""
+  """All keys with their defaults (a tiny Hawk on the embedded corpus, next-token prediction)."""
   c = ml_collections.ConfigDict()
   c.seed = 0                                 # seeds params, data order and every objective draw
   c.curriculum = "ntp"                       # ntp|ul2|fixed_ratio|uniform|birdie_causal|birdie
@@ -51,7 +51,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.family = "hawk"                    # hawk | gated_ssm | griffin | transformer
   c.model.preset = ""                        # '' or tiny|150m|400m|1.4b|7b (overrides shapes)
   c.model.bidirectional = False              # Birdie: SSM channel split / prefix-LM masks
-  c.model.bidirectional_every = 2            # SSMs: recurrent blocks 0, n, 2n, ... go bidirectional
+  c.model.bidirectional_every = 2            # SSMs: recurrent blocks 0, n, 2n, ... bidirectional
   c.model.width = 128                        # residual stream width
   c.model.depth = 4                          # number of residual blocks
   c.model.lru_width = 160                    # recurrence width (RG-LRU; the Gated SSM's state)
@@ -59,18 +59,18 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_kv_heads = 4                   # attention key/value heads (1: MQA, num_heads: MHA)
   c.model.head_dim = 32                      # attention head width
   c.model.attention_window = 128             # griffin: local attention window in tokens
-  c.model.attention_every = 3                # griffin: every n-th block is attention (RRA pattern)
+  c.model.attention_every = 3                # griffin: every n-th block is attention (RRA)
   c.model.rope_base = 250_000.0              # RoPE max wavelength
   c.model.attention_impl = "auto"            # auto (cuDNN on GPU in bf16) | xla | cudnn
   c.model.conv_width = 4                     # temporal Conv1D taps
   c.model.mlp_expansion = 3.0                # MLP hidden width = expansion * width (8/3 or 3)
-  c.model.dtype = "float32"                  # compute dtype: float32 or bfloat16 (params stay float32)
-  c.model.scan_impl = "auto"                 # linear_scan implementation: auto, associative, linear, chunked, pallas
-  c.model.remat = "none"                     # backward recompute: none | full (per block) | dots (keeps matmul outputs)
-  c.model.scan_layers = False                # stack the repeating blocks and run them as one scan: faster compile, less memory
+  c.model.dtype = "float32"                  # compute: float32 | bfloat16 (params stay float32)
+  c.model.scan_impl = "auto"                 # linear_scan: auto|associative|linear|chunked|pallas
+  c.model.remat = "none"                     # recompute: none|full (per block)|dots (keeps matmuls)
+  c.model.scan_layers = False                # stacked blocks as one scan (faster compile, less mem)
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "embedded"                 # embedded | path, dir or glob of .txt/.jsonl | tfds:name
+  c.data.source = "embedded"                 # embedded | path, dir, glob of .txt/.jsonl | tfds:name
   c.data.text_field = "text"                 # JSONL / TFDS field holding the document text
   c.data.document_separator = ""             # splits text files into documents ("": file = one)
   c.data.val_fraction = 0.02                 # share of documents held out for validation
@@ -91,7 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.learning_rate = 3e-3               # peak learning rate
   c.train.warmup_steps = 50                  # linear warm-up steps
   c.train.end_lr_ratio = 0.1                 # cosine decays to learning_rate * end_lr_ratio
-  c.train.weight_decay = 0.1                 # AdamW decoupled weight decay (not on norms, biases, RG-LRU)
+  c.train.weight_decay = 0.1                 # AdamW decoupled decay (not norms, biases, RG-LRU)
   c.train.b1 = 0.9                           # AdamW beta1
   c.train.b2 = 0.95                          # AdamW beta2
   c.train.grad_clip = 1.0                    # global gradient-norm clip
@@ -100,7 +100,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_batches = 4                   # validation batches per evaluation
   c.train.max_nonfinite_in_a_row = 5         # NaN/Inf steps (each skipped) before a rollback
 
-  c.controller = default_settings()          # Birdie's reward-driven mixture (birdie_jax/controller)
+  c.controller = default_settings()          # Birdie's reward-driven mixture (controller/)
   c.eval = eval_settings.default_settings()  # retrieval evaluations in training (birdie_jax/evals)
 
   c.checkpoint = ml_collections.ConfigDict()
@@ -122,7 +122,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 _POSITIVE_INTS = ("model.width", "model.depth", "model.lru_width", "model.num_heads",
                   "model.conv_width", "model.bidirectional_every", "model.num_kv_heads",
-                  "model.head_dim", "model.attention_window", "model.attention_every", "train.steps", "train.batch_size", "train.seq_len",
+                  "model.head_dim", "model.attention_window", "model.attention_every",
+                  "train.steps", "train.batch_size", "train.seq_len",
                   "train.log_every", "train.eval_every", "train.eval_batches",
                   "train.max_nonfinite_in_a_row",
                   "checkpoint.every_steps", "checkpoint.max_to_keep")
@@ -226,7 +227,4 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check_allow(config.resume.allow, reference)
   if not isinstance(config.data.source, str) or not config.data.source:
     raise ConfigError("data.source must be 'embedded', a path or glob, or tfds:<name>")
-  grid.build_curriculum(config.curriculum, seq_len=config.train.seq_len,  # lengths fit the rows
-                        num_sentinels=special_tokens.NUM_SENTINELS,
-                        length_scale=config.data.length_scale,
-                        class_weights=config.data.class_weights)
+  run_curriculum(config)  # the lengths fit the rows (built once: training and evals reuse it)

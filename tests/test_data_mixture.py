@@ -1,6 +1,7 @@
 """The Birdie mixture in the packer and the Grain pipeline: layout, no lost token, little padding,
 weights changing within one batch, exact resume with the weights, per-configuration validation."""
 from collections import Counter
+import gc
 
 from hypothesis import given
 from hypothesis import settings
@@ -13,14 +14,20 @@ from scipy import stats
 import grain
 from birdie_jax.data import packing
 from birdie_jax.data import special_tokens
+from birdie_jax.config import default_config
+from birdie_jax.config import validate_config
 from birdie_jax.data.curriculum import make_mixture
+from birdie_jax.data.curriculum import run_curriculum
+from birdie_jax.data.pack_dataset import planner_states
 from birdie_jax.data.pipeline import make_train_dataset
 from birdie_jax.data.pipeline import make_validation_batches
 from birdie_jax.data.pipeline import make_validation_sets
 from birdie_jax.data.pipeline import mixture_weights
 from birdie_jax.data.pipeline import set_mixture_weights
+from birdie_jax.data.pipeline import without_mixture_weights
 from birdie_jax.data.tokenizer import ByteTokenizer
 from birdie_jax.errors import ConfigError
+from birdie_jax.objectives.mixture import state_weights
 
 TOKENIZER = ByteTokenizer()
 BEGIN, PAD, GAP = (TOKENIZER.special_id(t) for t in (special_tokens.BEGIN, special_tokens.PAD,
@@ -200,6 +207,39 @@ def test_orbax_round_trip_keeps_weights(tmp_path):
   manager.close()
   for it in (iterator, restored):
     it.close()
+
+
+def test_a_state_saved_without_weights_restores_the_position_and_the_built_weights():
+  mixture = MIXTURES[64]
+  weights = np.random.default_rng(2).dirichlet(np.ones(len(mixture.names)))
+  iterator = iter(_dataset(mixture, gap=1))
+  _take(iterator, 2)
+  set_mixture_weights(iterator, weights)
+  _take(iterator, 1)
+  view = without_mixture_weights(iterator)
+  state = view.get_state()
+  del view
+  gc.collect()  # a view owns nothing: collecting it leaves the iterator open
+  expected = _take(iterator, 3)
+  iterator.close()
+  assert planner_states(state)
+  assert all(state_weights(planner) is None for planner in planner_states(state))
+  restored = iter(_dataset(mixture, gap=1))
+  restored.set_state(state)
+  assert np.array_equal(mixture_weights(restored), mixture.weights)  # the weights as built
+  set_mixture_weights(restored, weights)  # the caller's copy of the mixture (the controller's)
+  assert _equal(_take(restored, 3), expected)
+  restored.close()
+
+
+def test_a_runs_curriculum_is_built_once_and_shared_read_only():
+  config = default_config()
+  config.curriculum, config.train.seq_len = "birdie", 64
+  validate_config(config)  # builds it (the lengths must fit the rows)
+  curriculum = run_curriculum(config)
+  assert MIXTURES[64].curriculum is curriculum  # make_mixture, the evaluations: the same object
+  with pytest.raises(ValueError, match="read-only"):
+    curriculum.weights[0] = 1.0
 
 
 def test_bad_weights_leave_the_iterator_usable():

@@ -35,6 +35,7 @@ from birdie_jax.controller import fit
 from birdie_jax.controller import reward_model
 from birdie_jax.controller import schedule as schedule_lib
 from birdie_jax.controller import selection
+from birdie_jax.controller import state as state_lib
 from birdie_jax.controller.reward import class_means
 from birdie_jax.controller.reward import config_weights
 from birdie_jax.controller.reward import reward
@@ -158,8 +159,7 @@ class Controller:
 
   def mixture_weights(self, state: ControllerState) -> np.ndarray:
     """The current mixture as float64 weights summing to 1 (for `Mixture.with_weights`)."""
-    weights = np.maximum(np.asarray(jax.device_get(state.action), np.float64), 0.0)
-    return weights / weights.sum()
+    return state_lib.mixture_weights(state)
 
   def metrics(self, state: ControllerState, config_names: Sequence[str],
               class_names: Sequence[str]) -> dict[str, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 from flax import struct
 
@@ -34,3 +35,10 @@ class ControllerState:
   fit_losses: jax.Array  # f32[train_steps]: the reward model's MSE at each step of the last fit
   predicted_reward: jax.Array  # f32[]: the predicted total reward of the chosen mixture
   explored: jax.Array  # bool[]: whether the current mixture is an exploring one
+
+
+def mixture_weights(state: ControllerState) -> np.ndarray:
+  """The current mixture (`state.action`) as float64 weights summing to 1, the form the data
+  pipeline samples from: a pure function of the state, so the state is the mixture's one copy."""
+  weights = np.maximum(np.asarray(jax.device_get(state.action), np.float64), 0.0)
+  return weights / weights.sum()

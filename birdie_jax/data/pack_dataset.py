@@ -5,6 +5,10 @@ plus the offset and piece index within it, and the piece planner's state (the mi
 it has one. Restoring re-reads (and re-tokenizes) that document and continues cutting at the offset;
 because every piece draws from its own seeded generator and rows are only handed out whole, the rows
 after a restore are identical to those of an uninterrupted run with the same weights.
+
+This module owns the pack stage's keys in an iterator state: `planner_states(state)` finds every
+planner state inside a whole (possibly multi-worker) iterator state; what a planner state holds is
+the planner's business (`objectives.mixture.state_weights`).
 """
 from __future__ import annotations
 
@@ -16,6 +20,20 @@ import grain
 from birdie_jax.data.packing import DocumentPacker
 from birdie_jax.data.packing import Row
 from birdie_jax.data.packing import StatefulPlanner
+
+_PLANNER_KEY = "planner"  # the pack stage's planner state; on disk in checkpoints: keep the name
+
+
+def planner_states(state: Any) -> list[dict[str, Any]]:
+  """Every pack stage's planner state inside a (possibly multi-worker) iterator state: the dicts
+  themselves, so a caller may edit a copy of the state in place and set it back."""
+  if isinstance(state, dict):
+    found = [state[_PLANNER_KEY]] if isinstance(state.get(_PLANNER_KEY), dict) else []
+    return found + [s for key, value in state.items() if key != _PLANNER_KEY
+                    for s in planner_states(value)]
+  if isinstance(state, (list, tuple)):
+    return [s for value in state for s in planner_states(value)]
+  return []
 
 
 class _PackIterator(grain.DatasetIterator):
@@ -48,7 +66,7 @@ class _PackIterator(grain.DatasetIterator):
   def get_state(self) -> dict[str, Any]:
     """JSON state: 'parent' (before the current document), 'in_document', 'offset', 'piece_index'.
 
-    A stateful planner (a mixture) adds 'planner', its state (the weights).
+    A stateful planner (a mixture) adds its state (the weights) under `_PLANNER_KEY`.
     """
     if self._resume is not None:
       offset, piece_index = self._resume
@@ -60,17 +78,17 @@ class _PackIterator(grain.DatasetIterator):
       state = dict(parent=self._doc_state, in_document=True, offset=self._packer.offset,
                    piece_index=self._packer.piece_index)
     if isinstance(self._packer.planner, StatefulPlanner):
-      state["planner"] = self._packer.planner.get_state()
+      state[_PLANNER_KEY] = self._packer.planner.get_state()
     return state
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Rewinds the parent to `state['parent']`; that document is re-read and cut at the offset."""
     planner = self._packer.planner
-    if "planner" in state:
+    if _PLANNER_KEY in state:
       if not isinstance(planner, StatefulPlanner):
         raise ValueError("the saved data state holds mixture weights, but this pipeline has no "
                          "mixture (a different curriculum?)")
-      planner = planner.with_state(state["planner"])
+      planner = planner.with_state(state[_PLANNER_KEY])
     self._parent.set_state(state["parent"])
     self._packer.reset()
     self._packer.planner = planner

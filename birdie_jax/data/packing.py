@@ -11,7 +11,7 @@ dropped: pure numpy, with per-example slice writes (no per-token Python loop).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,9 +19,9 @@ import numpy as np
 
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives.next_token import next_token_prediction
+from birdie_jax.objectives.registry import Objective
 
-Objective = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
-Row = dict[str, np.ndarray]
+Row = dict[str, np.ndarray]  # one packed row (or batch): feature name -> array
 FEATURES = {"inputs": np.int32, "targets": np.int32, "loss_mask": np.float32,
             "segment_ids": np.int32, "positions": np.int32, "prefix_mask": np.bool_}
 

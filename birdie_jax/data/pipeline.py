@@ -12,7 +12,9 @@ A mixture's weights are part of the iterator state, so they are checkpointed wit
 `set_mixture_weights(iterator, weights)` changes them by rewriting that state: the next batch is
 the first drawn from the new weights, with no stale backlog, also with worker processes (Grain
 restarts them at the consumed position, which takes a moment: change weights at evaluations, not
-every step). Every process must set the same weights.
+every step). Every process must set the same weights. A checkpoint whose mixture is saved elsewhere
+(the trainer's controller state) saves `without_mixture_weights(iterator)` instead: that state
+restores the position and leaves the weights to the caller.
 """
 from __future__ import annotations
 
@@ -27,15 +29,18 @@ import numpy as np
 
 from birdie_jax.data import special_tokens
 from birdie_jax.data.pack_dataset import PackIterDataset
+from birdie_jax.data.pack_dataset import planner_states
 from birdie_jax.data.packing import DocumentPacker
-from birdie_jax.data.packing import Objective
 from birdie_jax.data.packing import PiecePlanner
 from birdie_jax.data.packing import Row
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives.mixture import checked_weights
 from birdie_jax.objectives.mixture import Mixture
+from birdie_jax.objectives.mixture import put_state_weights
+from birdie_jax.objectives.mixture import state_weights
 from birdie_jax.objectives.next_token import next_token_prediction
+from birdie_jax.objectives.registry import Objective
 
 # Tokenization runs in a few threads ahead of the packer (cheap on 2 cores, bounded memory).
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)
@@ -116,23 +121,12 @@ def make_validation_sets(documents: Sequence[str], tokenizer: Tokenizer, mixture
           for name in mixture.names}
 
 
-def _planner_states(state: Any) -> list[dict[str, Any]]:
-  """Every pack stage's planner state inside a (possibly multi-worker) iterator state."""
-  if isinstance(state, dict):
-    found = [state["planner"]] if isinstance(state.get("planner"), dict) else []
-    return found + [s for key, value in state.items() if key != "planner"
-                    for s in _planner_states(value)]
-  if isinstance(state, (list, tuple)):
-    return [s for value in state for s in _planner_states(value)]
-  return []
-
-
 def mixture_weights(iterator: grain.DatasetIterator) -> np.ndarray:
   """The mixture weights the iterator draws its next batch from."""
-  states = _planner_states(iterator.get_state())
+  states = planner_states(iterator.get_state())
   if not states:
     raise ValueError("this data iterator has no objective mixture")
-  return np.asarray(states[0]["mixture_weights"], np.float64)
+  return state_weights(states[0])
 
 
 def set_mixture_weights(iterator: grain.DatasetIterator, weights: Sequence[float] | np.ndarray
@@ -144,10 +138,39 @@ def set_mixture_weights(iterator: grain.DatasetIterator, weights: Sequence[float
   non-finite or not summing to 1.
   """
   state = copy.deepcopy(iterator.get_state())
-  planners = _planner_states(state)
+  planners = planner_states(state)
   if not planners:
     raise ValueError("this data iterator has no objective mixture")
-  values = checked_weights(weights, len(planners[0]["mixture_weights"])).tolist()
+  values = checked_weights(weights, len(state_weights(planners[0])))
   for planner in planners:
-    planner["mixture_weights"] = values
+    put_state_weights(planner, values)
   iterator.set_state(state)
+
+
+class _WithoutMixtureWeights(grain.DatasetIterator):
+  """What a checkpoint saves of its parent iterator when the mixture is saved elsewhere."""
+
+  def __next__(self) -> Any:
+    raise TypeError("a checkpoint view of a data iterator is not read from")
+
+  def get_state(self) -> dict[str, Any]:
+    """The iterator's state without the weights in its planner states (position, fingerprint)."""
+    state = copy.deepcopy(self._parent.get_state())
+    for planner in planner_states(state):
+      put_state_weights(planner, None)
+    return state
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    """Sets the iterator's state; one without weights keeps the iterator's current weights."""
+    self._parent.set_state(state)
+
+  def close(self) -> None:
+    """Leaves the iterator open: a view owns nothing (Grain closes an iterator's parents, also
+    when it is garbage collected)."""
+    self._closed = True
+
+
+def without_mixture_weights(iterator: grain.DatasetIterator) -> grain.DatasetIterator:
+  """A view of `iterator` for `grain.checkpoint.CheckpointSave`: its state less the mixture weights
+  (which a restore then keeps from the iterator as built, or sets with `set_mixture_weights`)."""
+  return _WithoutMixtureWeights(iterator)

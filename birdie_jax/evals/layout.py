@@ -17,9 +17,8 @@ import dataclasses
 import numpy as np
 
 from birdie_jax.data.packing import FEATURES
+from birdie_jax.data.packing import Row
 from birdie_jax.models.decoding import LAYOUTS, prompt_batch
-
-Row = dict[str, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,9 @@ configuration from its current weights with the piece's own generator, then a le
 configuration's range that fits the room left in the row, and returns the piece's token count with
 the objective bound to its parameters and reserved ids. It is immutable: `with_weights` gives a new
 mixture sharing everything else, and its JSON `get_state` / `with_state` carry the weights through
-the data iterator's checkpoint (see `data.pipeline.set_mixture_weights`).
+the data iterator's state (see `data.pipeline.set_mixture_weights`). This module owns that state's
+keys: other modules read and write it through `state_weights` / `put_state_weights` (a state may
+lack the weights: a trainer whose controller checkpoints the mixture leaves them out).
 
 Lengths that do not fit: a range's top is lowered to the room left in the row; if even its lower end
 does not fit, the example closes the row and the packer plans the piece again in an empty row (with
@@ -14,7 +16,7 @@ document's leftover tail, which is used as it is, however short (no token is dro
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 import copy
 import dataclasses
 import functools
@@ -26,9 +28,12 @@ import numpy as np
 from birdie_jax.objectives import grid
 from birdie_jax.objectives import registry
 from birdie_jax.objectives.grid import Curriculum
+from birdie_jax.objectives.registry import Objective
 
-Objective = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 _WEIGHT_TOLERANCE = 1e-6
+# The keys of a mixture's JSON state, as on disk in checkpoints: keep them (old ones must restore).
+_WEIGHTS_KEY = "mixture_weights"
+_NAMES_KEY = "mixture_names_sha256"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +53,20 @@ def checked_weights(weights: Sequence[float] | np.ndarray, size: int) -> np.ndar
   if not np.all(np.isfinite(w)) or np.any(w < 0) or abs(w.sum() - 1.0) > _WEIGHT_TOLERANCE:
     raise ValueError(f"mixture weights must be finite, >= 0 and sum to 1 (sum {w.sum()!r})")
   return w
+
+
+def state_weights(state: Mapping[str, Any]) -> np.ndarray | None:
+  """The float64 weights a mixture's JSON state holds, or None if it was saved without them."""
+  weights = state.get(_WEIGHTS_KEY)
+  return None if weights is None else np.asarray(weights, np.float64)
+
+
+def put_state_weights(state: dict[str, Any], weights: Sequence[float] | None) -> None:
+  """Writes `weights` (exactly, as floats) into a mixture's JSON state; None removes them."""
+  if weights is None:
+    state.pop(_WEIGHTS_KEY, None)
+  else:
+    state[_WEIGHTS_KEY] = [float(w) for w in weights]
 
 
 def _bind(configuration: grid.Configuration, ids: SpecialIds,
@@ -123,15 +142,19 @@ class Mixture:
 
   def get_state(self) -> dict[str, Any]:
     """JSON-able weights, with a fingerprint of the configuration names."""
-    return {"mixture_weights": [float(w) for w in self._weights],
-            "mixture_names_sha256": self._fingerprint}
+    state: dict[str, Any] = {}
+    put_state_weights(state, self._weights)
+    state[_NAMES_KEY] = self._fingerprint
+    return state
 
   def with_state(self, state: Mapping[str, Any]) -> Mixture:
-    """The mixture with the weights of `get_state`; ValueError if its configurations differ."""
-    if state["mixture_names_sha256"] != self._fingerprint:
+    """The mixture with the weights of `get_state` (this one's if it has none); ValueError if its
+    configurations differ."""
+    if state[_NAMES_KEY] != self._fingerprint:
       raise ValueError("the saved mixture has other configurations than this curriculum "
                        f"({self.curriculum.name}, seq_len {self.seq_len}); use a new workdir")
-    return self.with_weights(state["mixture_weights"])
+    weights = state_weights(state)
+    return self if weights is None else self.with_weights(weights)
 
   def plan(self, rng: np.random.Generator, room: int, seq_len: int) -> tuple[int, Objective]:
     """(tokens for the piece, bound objective) for a piece with `room` positions left in its row."""

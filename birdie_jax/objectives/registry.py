@@ -19,6 +19,9 @@ from birdie_jax.objectives import next_token
 from birdie_jax.objectives import prefix_lm
 from birdie_jax.objectives import selective_copying
 
+# An objective bound to its parameters and ids: (piece tokens, rng) -> (X, Y).
+Objective = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
 OBJECTIVES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "next_token_prediction": next_token.next_token_prediction,
     "prefix_lm": prefix_lm.prefix_lm,
