@@ -158,7 +158,7 @@ def compile_train_step(config: ml_collections.ConfigDict, topology: str) -> AotR
       AotReport, topology=topology, device_kind=devices[0].device_kind, mesh=dict(mesh.shape),
       num_params=setup.num_params,
       tokens_per_step=config.train.batch_size * config.train.seq_len,
-      scanned_layers=STACKED in setup.abstract_state.params.get("blocks", {}))
+      scanned_layers=STACKED in setup.abstract_params.get("blocks", {}))
   with jax.set_mesh(mesh):
     start = time.perf_counter()
     lowered = step.lower(state, abstract_batch(config, mesh, rules))

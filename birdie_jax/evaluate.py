@@ -54,7 +54,8 @@ def evaluate_objectives(workdir: str, *, config: ml_collections.ConfigDict | Non
                         run: TrainedRun | None = None) -> dict:
   """Objective competence of the latest checkpoint of `workdir` (or of `run`, loaded from it),
   written into `workdir/objectives`."""
-  result = objective_competence(run or load_run(workdir, config))
+  run = run or load_run(workdir, config)
+  result = objective_competence(run.config, run.tokenizer, run.setup, run.params, step=run.step)
   objectives_report.write(result, workdir)
   return result
 

@@ -22,10 +22,10 @@ from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.data.tokenizer_pin import legacy_tokenizer, load_pinned
 from birdie_jax.errors import ConfigError
 from birdie_jax.models import layer_stack
+from birdie_jax.models.placed import PlacedModel, place_model
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.identity import check_model, read_record
-from birdie_jax.train.state import TrainSetup, make_train_setup
 from birdie_jax.workdir import as_path
 
 
@@ -60,9 +60,14 @@ class TrainedRun:
 
   config: ml_collections.ConfigDict
   tokenizer: Tokenizer
-  setup: TrainSetup  # model structure and the mesh the params live on
+  setup: PlacedModel  # model structure and the mesh the params live on
   params: Any
   step: int  # the checkpoint's training step
+
+
+def _placed(config: ml_collections.ConfigDict, vocab_size: int, mesh) -> PlacedModel:
+  """The run's model placed on `mesh` as training placed it (no optimizer: inference only)."""
+  return place_model(config.model, vocab_size, mesh, config.mesh.axis_rules, seed=config.seed)
 
 
 def load_run(workdir: str, config: ml_collections.ConfigDict | None = None, *,
@@ -81,7 +86,7 @@ def load_run(workdir: str, config: ml_collections.ConfigDict | None = None, *,
     validate_config(config)
     check_model(config, workdir)  # e.g. a causal config on a bidirectional run
   tokenizer = load_tokenizer(config, workdir)
-  setup = make_train_setup(config, tokenizer.vocab_size, make_mesh(config.mesh.shape))
+  setup = _placed(config, tokenizer.vocab_size, make_mesh(config.mesh.shape))
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.checkpoint.max_to_keep, async_save=False)
   try:
@@ -94,6 +99,6 @@ def load_run(workdir: str, config: ml_collections.ConfigDict | None = None, *,
   if unstack_layers and config.model.scan_layers:
     config = config.copy_and_resolve_references()
     config.model.scan_layers = False
-    setup = make_train_setup(config, tokenizer.vocab_size, setup.mesh)
-    params = jax.device_put(layer_stack.unstack_layers(params), setup.state_shardings.params)
+    setup = _placed(config, tokenizer.vocab_size, setup.mesh)
+    params = jax.device_put(layer_stack.unstack_layers(params), setup.param_shardings)
   return TrainedRun(config=config, tokenizer=tokenizer, setup=setup, params=params, step=step)

@@ -6,7 +6,7 @@
 Writes `<workdir>/finetune/eval/<step>.json` (and its markdown table and plots) and
 `<workdir>/finetune/losses.json`; the protocol and the evaluation settings are those of
 `experiments/configs/common.py` (`--tiny`: its CPU smoke scale): one warm-up + cosine run on the
-tasks together, no replay. `--protocol` runs `birdie_jax.evals.finetune_protocol` instead (per
+tasks together, no replay. `--protocol` runs `birdie_jax.train.finetune_protocol` instead (per
 task an LR sweep with replay, chosen on a held-out split, `FinetuneSettings()`'s defaults; `--tiny`:
 a few steps) and also writes its runs and learning curves to `<workdir>/finetune/protocol.json`.
 """
@@ -21,11 +21,11 @@ import numpy as np
 
 from birdie_jax import cli
 from birdie_jax.errors import ConfigError
-from birdie_jax.evals.finetune import finetune
-from birdie_jax.evals.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.tasks import parse_names
+from birdie_jax.train.finetune import finetune
+from birdie_jax.train.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.trained_run import TrainedRun, load_run
 from birdie_jax.workdir import check_writable
 from experiments.configs import common
@@ -73,7 +73,7 @@ def define_flags() -> None:
   """The CLI's flags (defined only when run as a program)."""
   flags.DEFINE_string("workdir", None, "the training run's directory", required=True)
   flags.DEFINE_bool("tiny", False, "the CPU smoke scale of experiments/configs/common.py")
-  flags.DEFINE_bool("protocol", False, "the fine-tuning protocol (evals/finetune_protocol.py)")
+  flags.DEFINE_bool("protocol", False, "the fine-tuning protocol (train/finetune_protocol.py)")
 
 
 def main(argv: list[str]) -> None:

@@ -5,7 +5,7 @@
         [--learning_rate=1e-3]
 
 Builds a randomly initialised model (bytes tokenizer, no pre-training) and trains it on phonebook
-examples alone with `birdie_jax.evals.finetune`: the packing, prompt layout and target-only loss
+examples alone with `birdie_jax.train.finetune`: the packing, prompt layout and target-only loss
 that `reproduce_paper` fine-tunes its arms with. Then it evaluates the phonebook at the same
 context. With the bytes tokenizer, an answer line costs about 1.70 nats per byte to a model that
 knows the format but guesses the digits; a loss below that, and digit accuracy above 10%, mean the
@@ -24,10 +24,10 @@ from birdie_jax.config import FAMILIES, default_config, validate_config
 from birdie_jax.data.tokenizer import build_tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals import settings as eval_settings
-from birdie_jax.evals.finetune import finetune
 from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.parallel.mesh import make_mesh
+from birdie_jax.train.finetune import finetune
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.workdir import check_writable
 

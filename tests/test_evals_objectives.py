@@ -35,6 +35,11 @@ def _metrics_at(workdir, step):
   return row
 
 
+def _competence(run):
+  """`objective_competence` of a loaded run's checkpoint."""
+  return objective_competence(run.config, run.tokenizer, run.setup, run.params, step=run.step)
+
+
 @pytest.fixture(scope="module")
 def birdie_run(tmp_path_factory):
   """A 2-step Birdie run (bidirectional Hawk, bytes, 96 configurations), controller evaluations
@@ -52,7 +57,7 @@ def birdie_run(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("birdie"))
   train_and_evaluate(config, path)
   run = load_run(path)
-  return path, run, objective_competence(run)
+  return path, run, _competence(run)
 
 
 def test_competence_is_the_runs_own_per_configuration_validation_loss(birdie_run):
@@ -145,7 +150,7 @@ def ntp_run(tmp_path_factory):
 
 def test_an_ntp_run_has_one_class_scored_on_its_own_validation_batches(ntp_run):
   run = load_run(ntp_run)
-  result = objective_competence(run)
+  result = _competence(run)
   assert list(result["classes"]) == ["next_token_prediction"]
   assert (result["seed"], result["rows"], result["batches"]) == (
       run.config.seed, run.config.train.batch_size, run.config.train.eval_batches)

@@ -13,11 +13,11 @@ from birdie_jax.data.tokenizer import ByteTokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals import settings as eval_settings
 from birdie_jax.evals import tasks
-from birdie_jax.evals.finetune import training_batches
 from birdie_jax.evals.report import read_report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evaluate import evaluate_run
 from birdie_jax.parallel.mesh import make_mesh
+from birdie_jax.train.finetune import training_batches
 from birdie_jax.train.loop import train_and_evaluate
 from birdie_jax.train.state import init_train_state, make_train_setup
 from helpers import ROOT, tiny_config

@@ -12,13 +12,13 @@ from jax.sharding import AbstractMesh, AxisType
 
 from birdie_jax.aot import planned_vocab_size
 from birdie_jax.config import validate_config
+from birdie_jax.controller.settings import CONTROLLED_CURRICULA
 from birdie_jax.data import special_tokens
 from birdie_jax.errors import ConfigError
 from birdie_jax.models import param_count
 from birdie_jax.objectives import grid
 from birdie_jax.objectives.registry import CLASSES
 from birdie_jax.parallel.mesh import MESH_AXES, resolve_mesh_shape
-from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA
 from birdie_jax.train.state import make_train_setup
 from experiments.study import config as study
 
@@ -138,9 +138,9 @@ def test_uniform_runs_without_the_controller():
 # --- results: verdicts on constructed values, and the run files they are read from ---
 
 from birdie_jax.evals import stats  # noqa: E402
-from birdie_jax.evals.finetune_protocol import (  # noqa: E402
-    CurvePoint, FinetuneSettings, LearningRateRun, ProtocolResult, TaskFinetune)
 from birdie_jax.evals.report import Report, TaskResult  # noqa: E402
+from birdie_jax.train.finetune_protocol import (  # noqa: E402
+    CurvePoint, FinetuneSettings, LearningRateRun, ProtocolResult, TaskFinetune)
 from experiments.study import results, runs  # noqa: E402
 
 NTP, BIRDIE = "hawk-50m-ntp-lr1e-3", "hawk-50m-birdie"

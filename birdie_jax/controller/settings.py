@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import ml_collections
 
+# The curricula whose mixture the controller steers during training; the others keep their
+# starting weights (and score their validation loss on the loop's own batches).
+CONTROLLED_CURRICULA = ("birdie", "birdie_causal")
+
 
 def default_settings() -> ml_collections.ConfigDict:
   """The controller's config keys at their defaults (the paper's and the original agent's)."""

@@ -2,7 +2,8 @@
 the held-out loss and teacher-forced token accuracy in the training layout.
 
     run = trained_run.load_run("workdirs/base")
-    result = objective_competence(run)        # {'classes': {'copying': {'loss', 'accuracy', ...}}}
+    result = objective_competence(run.config, run.tokenizer, run.setup, run.params, step=run.step)
+    result["classes"]["copying"]              # {'loss', 'accuracy', 'tokens', 'configurations'}
     python -m birdie_jax.evaluate --workdir=workdirs/base --tasks=objectives
 
 The rows are the ones the run itself scored, built by the same pipeline calls from the run's
@@ -27,16 +28,16 @@ import ml_collections
 import numpy as np
 import optax
 
+from birdie_jax.controller.settings import CONTROLLED_CURRICULA
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.pipeline import make_validation_sets
 from birdie_jax.data.sources import load_documents
+from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
+from birdie_jax.models.forward import batch_logits
+from birdie_jax.models.placed import PlacedModel
 from birdie_jax.objectives.mixture import Mixture
 from birdie_jax.parallel.sharding import batch_sharding
-from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA
-from birdie_jax.train.state import TrainSetup
-from birdie_jax.train.step import batch_logits
-from birdie_jax.trained_run import TrainedRun
 
 Recipe = dict[str, int]  # seed, rows (global), batches
 
@@ -69,23 +70,23 @@ def validation_recipe(config: ml_collections.ConfigDict, mesh, *, rows: int = 0,
   return recipe
 
 
-def _score_fn(setup: TrainSetup):
+def _score_fn(placed: PlacedModel):
   """A jitted (params, batch) -> sums of target loss, argmax hits and target weight."""
 
   def score(params, batch) -> dict[str, jax.Array]:
-    logits = batch_logits(setup, params, batch)  # as train.step.token_losses
+    logits = batch_logits(placed, params, batch)  # as forward.token_losses
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     hits = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
     mask = batch["loss_mask"]
     return {"loss": jnp.sum(ce * mask), "hits": jnp.sum(hits * mask), "tokens": jnp.sum(mask)}
 
-  return jax.jit(score, in_shardings=(setup.state_shardings.params, None))
+  return jax.jit(score, in_shardings=(placed.param_shardings, None))
 
 
 def _configuration_scores(score, params, batches, mesh, rules) -> dict[str, float]:
   """Mean loss and accuracy per target token over one configuration's batches."""
   sums = {"loss": 0.0, "hits": 0.0, "tokens": 0.0}
-  for batch in batches:  # one in flight at a time, as train.step.mean_eval_loss
+  for batch in batches:  # one in flight at a time, as forward.mean_eval_loss
     placed = {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
               for k, v in batch.items()}
     for key, value in jax.device_get(score(params, placed)).items():
@@ -95,33 +96,35 @@ def _configuration_scores(score, params, batches, mesh, rules) -> dict[str, floa
           "tokens": sums["tokens"]}
 
 
-def objective_competence(run: TrainedRun, *, rows: int = 0, batches: int = 0) -> dict:
-  """Per configuration and per class of `run`'s curriculum: held-out loss (nats per target token)
-  and teacher-forced token accuracy on the validation rows described in the module docstring.
+def objective_competence(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                         placed: PlacedModel, params, *, step: int, rows: int = 0,
+                         batches: int = 0) -> dict:
+  """Per configuration and per class of a run's curriculum: held-out loss (nats per target token)
+  and teacher-forced token accuracy of `params` (the run's checkpoint of training step `step`,
+  on `placed`) on the validation rows described in the module docstring.
 
   Returns a JSON-able dict: step, curriculum, seed, rows, batches, `configurations`
   {name: {class, loss, accuracy, tokens}} and `classes` {class: {loss, accuracy, tokens,
   configurations}} in the curriculum's class order.
   """
-  config, setup = run.config, run.setup
-  mixture = run_mixture(config, run.tokenizer)
-  recipe = validation_recipe(config, setup.mesh, rows=rows, batches=batches)
+  mixture = run_mixture(config, tokenizer)
+  recipe = validation_recipe(config, placed.mesh, rows=rows, batches=batches)
   pi, pc = jax.process_index(), jax.process_count()
   documents = load_documents(config.data.source, "validation",
                              val_fraction=config.data.val_fraction,
                              text_field=config.data.text_field,
                              document_separator=config.data.document_separator)
-  sets = make_validation_sets(documents[pi::pc], run.tokenizer, mixture,
+  sets = make_validation_sets(documents[pi::pc], tokenizer, mixture,
                               seq_len=config.train.seq_len, batch_size=recipe["rows"] // pc,
                               num_batches=recipe["batches"], seed=recipe["seed"],
                               gap=config.data.gap)
-  score = _score_fn(setup)
+  score = _score_fn(placed)
   curriculum = mixture.curriculum
   configurations = {}
-  with jax.set_mesh(setup.mesh):
+  with jax.set_mesh(placed.mesh):
     for name, c in zip(mixture.names, curriculum.configurations):
       configurations[name] = {"class": c.objective, **_configuration_scores(
-          score, run.params, sets[name], setup.mesh, setup.rules)}
+          score, params, sets[name], placed.mesh, placed.rules)}
   classes = {}
   for cls in curriculum.classes:
     members = [v for v in configurations.values() if v["class"] == cls]
@@ -129,5 +132,5 @@ def objective_competence(run: TrainedRun, *, rows: int = 0, batches: int = 0) ->
                     "accuracy": float(np.mean([v["accuracy"] for v in members])),
                     "tokens": float(sum(v["tokens"] for v in members)),
                     "configurations": len(members)}
-  return {"step": int(run.step), "curriculum": config.curriculum, **recipe,
+  return {"step": int(step), "curriculum": config.curriculum, **recipe,
           "configurations": configurations, "classes": classes}

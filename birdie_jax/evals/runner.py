@@ -1,4 +1,5 @@
-"""Runs the evaluation tasks on a model's params: `Evaluator(config, tokenizer, setup).run(params)`.
+"""Runs the evaluation tasks on a model's params: `Evaluator(config, tokenizer, placed).run(params)`
+(`placed`: the model's `models.placed.PlacedModel`; a training `TrainSetup` is one).
 
 The evaluator builds its tasks and their examples once (the same examples at every evaluation),
 then each `run`:
@@ -29,6 +30,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from birdie_jax.data import special_tokens
+from birdie_jax.data.curriculum import run_curriculum
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.evals import scoring
 from birdie_jax.evals import settings as eval_settings
@@ -38,9 +40,9 @@ from birdie_jax.evals.report import Report, TaskResult
 from birdie_jax.evals.task import (CHOICE, Example, GENERATE, TEACHER_FORCED, TargetScores, Task,
                                    TaskContext)
 from birdie_jax.models.decoding import generate
-from birdie_jax.objectives import grid
+from birdie_jax.models.forward import batch_logits
+from birdie_jax.models.placed import PlacedModel
 from birdie_jax.parallel.sharding import axis_rules
-from birdie_jax.train.state import TrainSetup
 
 _MIN_NEW_TOKENS = 8
 
@@ -79,13 +81,13 @@ def _summary(task: Task, means: dict[str, float]) -> dict[str, float]:
 class Evaluator:
   """The evaluation tasks of one run, with their examples, ready to score params."""
 
-  def __init__(self, config: ml_collections.ConfigDict, tokenizer: Tokenizer, setup: TrainSetup,
+  def __init__(self, config: ml_collections.ConfigDict, tokenizer: Tokenizer, placed: PlacedModel,
                *, settings: ml_collections.ConfigDict | None = None):
     """Builds the tasks and their examples; ConfigError for bad settings or tasks that cannot
     fit the context. `settings` replaces the config's `eval` section."""
     self.settings = settings_of(config) if settings is None else settings
     eval_settings.validate_settings(self.settings)
-    self.setup = setup
+    self.placed = placed
     self.tokenizer = tokenizer
     self.seq_len = self.settings.seq_len or config.train.seq_len
     self.layout = Layout(layout_kind(self.settings.layout, config),
@@ -94,14 +96,11 @@ class Evaluator:
     self.context = TaskContext(tokenizer, self.seq_len)
     self.tasks = task_registry.build_tasks(task_registry.parse_names(self.settings.tasks),
                                            self.context)
-    curriculum = grid.build_curriculum(
-        config.curriculum, seq_len=config.train.seq_len,
-        num_sentinels=special_tokens.NUM_SENTINELS, length_scale=config.data.length_scale,
-        class_weights=config.data.class_weights)
+    curriculum = run_curriculum(config)
     self._classes = curriculum.classes if curriculum.append_prob is not None else ()
     self.examples = {task.name: {d: task.examples(self.settings.seed, d, self.settings.examples)
                                  for d in task.sweep} for task in self.tasks}
-    self._replicated = NamedSharding(setup.mesh, PartitionSpec())
+    self._replicated = NamedSharding(placed.mesh, PartitionSpec())
     self._forward = jax.jit(self._forward_fn, out_shardings=self._replicated)
     self._gather = jax.jit(lambda x: x, out_shardings=self._replicated)
 
@@ -120,10 +119,7 @@ class Evaluator:
     return None
 
   def _forward_fn(self, params, batch: Row) -> tuple[jax.Array, jax.Array]:
-    model = self.setup.model(params)
-    with axis_rules(self.setup.rules):
-      logits = model(batch["inputs"], segment_ids=batch["segment_ids"],
-                     positions=batch["positions"], prefix_mask=batch["prefix_mask"])
+    logits = batch_logits(self.placed, params, batch)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     return losses, jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
@@ -149,7 +145,7 @@ class Evaluator:
                    max_new_tokens: int) -> list[np.ndarray]:
     """Greedy continuations of `prompts` (each `max_new_tokens` ids)."""
     out = []
-    model = self.setup.model(params)
+    model = self.placed.model(params)
     for group in _batches(prompts, self.settings.batch_size):
       batch = self._place(self.layout.prompts(group, paradigm_id, self.seq_len))
       tokens = generate(model, batch, max_new_tokens=max_new_tokens, rng=jax.random.key(0),
@@ -185,7 +181,7 @@ class Evaluator:
               examples: list[Example]) -> tuple[list, list[TargetScores] | None]:
     """What `task.score` takes for each example, and for GENERATE tasks the teacher-forced scores
     of the reference targets (None for the other kinds, which are teacher forced already)."""
-    with jax.set_mesh(self.setup.mesh), axis_rules(self.setup.rules):
+    with jax.set_mesh(self.placed.mesh), axis_rules(self.placed.rules):
       outputs = self._outputs(params, task, examples)
       forced = self._teacher_forced(params, task, examples) if task.kind == GENERATE else None
     return outputs, forced

@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from birdie_jax.console import log_warning
 from birdie_jax.errors import ConfigError, TrainingError
+from birdie_jax.models.placed import PlacedModel
 from birdie_jax.train import restore_faults
 from birdie_jax.train.nonfinite import is_finite
 from birdie_jax.train.state import TrainSetup, TrainState
@@ -175,15 +176,15 @@ class Checkpointer:
       multihost_utils.sync_global_devices("birdie_jax_checkpoints_set_aside")
     self._manager.reload()
 
-  def restore_params(self, step: int, setup: TrainSetup) -> Any:
+  def restore_params(self, step: int, placed: PlacedModel) -> Any:
     """Restores only the params of checkpoint `step` into their shardings (for inference)."""
     meta = self.read_meta(step)
-    if meta.get("param_shapes") != param_shapes(setup.abstract_state.params):
+    if meta.get("param_shapes") != param_shapes(placed.abstract_params):
       raise ConfigError(f"checkpoint {step} belongs to a model of a different shape "
-                        f"({meta.get('num_params')} params vs {setup.num_params} in the config)")
+                        f"({meta.get('num_params')} params vs {placed.num_params} in the config)")
     target = {"params": jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        setup.abstract_state.params, setup.state_shardings.params)}
+        placed.abstract_params, placed.param_shardings)}
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)))

@@ -25,6 +25,7 @@ import numpy as np
 
 from birdie_jax.config import validate_config
 from birdie_jax.console import log_progress, log_warning
+from birdie_jax.controller.settings import CONTROLLED_CURRICULA
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.lookahead import Lookahead
 from birdie_jax.data.packing import padding_fraction
@@ -32,17 +33,18 @@ from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
 from birdie_jax.data.sources import load_documents, skipped_note
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
+from birdie_jax.models.forward import make_eval_step, mean_eval_loss
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.identity import check_resume
-from birdie_jax.train.mixture_control import CONTROLLED_CURRICULA, MixtureControl
+from birdie_jax.train.mixture_control import MixtureControl
 from birdie_jax.train.metrics import MetricsWriter, Throughput
 from birdie_jax.train.metrics import progress_line
 from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal, stopped_by_error
 from birdie_jax.train.state import init_train_state, make_train_setup
-from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
+from birdie_jax.train.step import make_train_step
 from birdie_jax.train.workdir_lock import hold_workdir
 from birdie_jax.workdir import check_writable
 

@@ -2,7 +2,7 @@
 
 At each scheduled evaluation: the per-configuration validation losses on fixed validation sets
 (laid out as in training) go to the controller's jitted `update`, whose new mixture the data
-pipeline samples from from the next batch on; the losses, rewards and mixture are logged and
+pipeline uses from the next batch on; the losses, rewards and mixture are logged and
 `mixture.png` is redrawn. The controller state travels in every checkpoint.
 """
 from __future__ import annotations
@@ -22,10 +22,8 @@ from birdie_jax.controller.plot import plot_mixture
 from birdie_jax.controller.state import ControllerState
 from birdie_jax.data.pipeline import make_validation_sets, set_mixture_weights
 from birdie_jax.data.tokenizer import Tokenizer
+from birdie_jax.models.forward import mean_eval_loss
 from birdie_jax.objectives.mixture import Mixture
-from birdie_jax.train.step import mean_eval_loss
-
-CONTROLLED_CURRICULA = ("birdie", "birdie_causal")
 
 
 class MixtureControl:

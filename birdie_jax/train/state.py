@@ -1,4 +1,4 @@
-"""The train state (a plain pytree) and its placement on the mesh."""
+"""The train state (a plain pytree), and the placed model plus optimizer that shapes it."""
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +14,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from birdie_jax.models import build_model
-from birdie_jax.models.layers import count_params
-from birdie_jax.parallel.sharding import replicated, tree_shardings
+from birdie_jax.models.placed import PlacedModel, place_model
+from birdie_jax.parallel.sharding import replicated
 from birdie_jax.train.optimizer import make_optimizer
 
 
@@ -29,32 +29,20 @@ class TrainState:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainSetup:
-  """The static pieces of training: model structure, optimizer, mesh and state shardings."""
-  graphdef: nnx.GraphDef
+class TrainSetup(PlacedModel):
+  """A placed model plus what training adds: the optimizer and the whole state's shardings.
+
+  It is a `PlacedModel`, so evaluations take it as they take any placed model."""
   tx: optax.GradientTransformation
-  mesh: Mesh
-  rules: tuple
   abstract_state: TrainState
   state_shardings: TrainState
-  num_params: int
-
-  def model(self, params) -> nnx.Module:
-    """The NNX model bound to `params` (a pure dict), for use inside jitted functions."""
-    return nnx.merge(self.graphdef, params)
 
 
 def make_train_setup(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> TrainSetup:
-  """Traces the model abstractly (no FLOPs, no memory) and derives every state sharding."""
-  rules = tuple(tuple(r) for r in config.mesh.axis_rules)
-
-  def create():
-    return build_model(config.model, vocab_size, rngs=nnx.Rngs(config.seed))
-
-  graphdef, abstract_vars = nnx.split(nnx.eval_shape(create))
-  logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_vars))
-  abstract_params = nnx.to_pure_dict(abstract_vars)
-  param_shardings = tree_shardings(logical, abstract_params, mesh, rules)
+  """Traces the model and its optimizer abstractly (no FLOPs, no memory) and derives every state
+  sharding."""
+  placed = place_model(config.model, vocab_size, mesh, config.mesh.axis_rules, seed=config.seed)
+  abstract_params, param_shardings = placed.abstract_params, placed.param_shardings
   tx = make_optimizer(config.train)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   opt_shardings = optax.tree_map_params(
@@ -65,9 +53,9 @@ def make_train_setup(config: ml_collections.ConfigDict, vocab_size: int, mesh: M
       rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
   shardings = TrainState(step=replicated(mesh), params=param_shardings, opt_state=opt_shardings,
                          rng=replicated(mesh))
-  return TrainSetup(graphdef=graphdef, tx=tx, mesh=mesh, rules=rules,
-                    abstract_state=abstract_state, state_shardings=shardings,
-                    num_params=count_params(abstract_params))
+  placed_fields = {f.name: getattr(placed, f.name) for f in dataclasses.fields(PlacedModel)}
+  return TrainSetup(**placed_fields, tx=tx, abstract_state=abstract_state,
+                    state_shardings=shardings)
 
 
 def init_train_state(config: ml_collections.ConfigDict, setup: TrainSetup,

@@ -1,34 +1,19 @@
-"""The jitted train and eval steps (pure functions of the state and a batch)."""
+"""The jitted train step (a pure function of the state and a batch). The forward-only pieces it
+shares with evaluations (logits, per-token losses, the held-out eval step) are `models.forward`."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from birdie_jax.parallel.sharding import axis_rules
+# The eval step lives with the forward pass (evaluations share it); train/ may take it from here.
+from birdie_jax.models.forward import (  # noqa: F401
+    Batch, make_eval_step, mean_eval_loss, token_losses)
 from birdie_jax.train.nonfinite import all_finite
 from birdie_jax.train.optimizer import learning_rate_schedule
 from birdie_jax.train.state import TrainSetup, TrainState
-
-Batch = Mapping[str, jax.Array]
-BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask")
-
-
-def batch_logits(setup: TrainSetup, params, batch: Batch) -> jax.Array:
-  """The model's float32 logits (B x L x vocab) on a packed batch."""
-  model = setup.model(params)
-  with axis_rules(setup.rules):
-    return model(batch["inputs"], segment_ids=batch["segment_ids"],
-                 positions=batch["positions"], prefix_mask=batch["prefix_mask"])
-
-
-def token_losses(setup: TrainSetup, params, batch: Batch) -> jax.Array:
-  """Per-token cross-entropy (float32, B x L); zero where `loss_mask` is 0."""
-  logits = batch_logits(setup, params, batch)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-  return ce * batch["loss_mask"]
 
 
 def mean_loss(setup: TrainSetup, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
@@ -67,25 +52,3 @@ def make_train_step(setup: TrainSetup, schedule_config) -> Callable[[TrainState,
 
   return jax.jit(step, in_shardings=(setup.state_shardings, None),
                  out_shardings=(setup.state_shardings, None), donate_argnums=0)
-
-
-def make_eval_step(setup: TrainSetup) -> Callable[[dict, Batch], dict]:
-  """A jitted step returning the summed loss and target-token count of one batch."""
-
-  def step(params, batch: Batch) -> dict:
-    losses = token_losses(setup, params, batch)
-    return {"loss_sum": jnp.sum(losses), "count": jnp.sum(batch["loss_mask"])}
-
-  return jax.jit(step, in_shardings=(setup.state_shardings.params, None))
-
-
-def mean_eval_loss(eval_step: Callable[[dict, Batch], dict], params, batches: list[Batch]) -> float:
-  """Mean loss per target token over `batches` (global arrays), one batch in flight at a time:
-  many concurrent sharded programs can exhaust the CPU runtime's threads while their collectives
-  wait on each other."""
-  total, count = 0.0, 0.0
-  for batch in batches:
-    out = jax.device_get(eval_step(params, batch))
-    total += float(out["loss_sum"])
-    count += float(out["count"])
-  return total / max(count, 1.0)

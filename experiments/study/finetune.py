@@ -3,7 +3,7 @@
     python -m experiments.study.finetune --workdir=workdirs/study/hawk-50m-birdie-s0 \\
         --task=phonebook [--tiny]
 
-`birdie_jax.evals.finetune_protocol` (`protocol_for_run`: per task an LR sweep of warm-up + cosine
+`birdie_jax.train.finetune_protocol` (`protocol_for_run`: per task an LR sweep of warm-up + cosine
 fine-tunes with 50% replay of the run's own pre-training rows, the LR chosen on a held-out split,
 learning curves, perplexity before and after) with the study's settings, SETTINGS below: the same
 for every arm of a size so steps-to-50% / 90% compare. One task per call keeps each call inside a
@@ -18,8 +18,8 @@ from absl import app, flags
 
 from birdie_jax import cli
 from birdie_jax.errors import ConfigError
-from birdie_jax.evals.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.evals.runner import Evaluator
+from birdie_jax.train.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.trained_run import TrainedRun, load_run
 from birdie_jax.workdir import check_writable
 

@@ -22,8 +22,8 @@ from birdie_jax import cli
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.file_source import open_files
 from birdie_jax.data.pipeline import make_validation_batches
+from birdie_jax.models.forward import make_eval_step, mean_eval_loss
 from birdie_jax.parallel.sharding import batch_sharding
-from birdie_jax.train.step import make_eval_step, mean_eval_loss
 from birdie_jax.trained_run import TrainedRun, load_run
 from birdie_jax.errors import ConfigError
 from birdie_jax.workdir import check_writable, write_atomic

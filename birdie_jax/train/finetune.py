@@ -174,7 +174,7 @@ def train(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
   ft_config = finetune_config(config, steps=steps, batch_size=batch_size,
                               seq_len=evaluator.seq_len, learning_rate=learning_rate,
                               schedule=schedule)
-  mesh = evaluator.setup.mesh
+  mesh = evaluator.placed.mesh
   setup = make_train_setup(ft_config, evaluator.tokenizer.vocab_size, mesh)
 
   def init(params) -> TrainState:  # copies: the train step donates its state

@@ -1,4 +1,4 @@
-"""The fine-tuning protocol (birdie_jax/evals/finetune*.py): its schedule, held-out split, book
+"""The fine-tuning protocol (birdie_jax/train/finetune*.py): its schedule, held-out split, book
 curriculum, learning-rate choice, and on a tiny pre-trained model that replaying pre-training rows
 keeps held-out perplexity while the task is learned (and that without replay it does not)."""
 import itertools
@@ -12,17 +12,17 @@ import pytest
 
 from birdie_jax.data.tokenizer import ByteTokenizer
 from birdie_jax.errors import ConfigError
-from birdie_jax.evals import finetune as ft
-from birdie_jax.evals import finetune_protocol as fp
 from birdie_jax.evals import settings as eval_settings
 from birdie_jax.evals import tasks as task_registry
-from birdie_jax.evals.finetune_curriculum import training_stages
-from birdie_jax.evals.finetune_heldout import selection_examples
 from birdie_jax.evals.mqar import MQAR
 from birdie_jax.evals.phonebook import Phonebook
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.task import FORWARD, Example, Task, TaskContext
 from birdie_jax.parallel.mesh import make_mesh
+from birdie_jax.train import finetune as ft
+from birdie_jax.train import finetune_protocol as fp
+from birdie_jax.train.finetune_curriculum import training_stages
+from birdie_jax.train.finetune_heldout import selection_examples
 from birdie_jax.train.optimizer import make_optimizer
 from birdie_jax.train.state import init_train_state, make_train_setup
 from helpers import tiny_config
@@ -139,7 +139,7 @@ def test_the_sweep_chooses_the_learning_rate_best_on_the_heldout_split(monkeypat
   chosen whichever its place in the sweep, and the evaluation is of its params."""
   monkeypatch.setitem(task_registry.TASKS, "constant", _Constant)
   config, evaluator = _evaluator("mqar")
-  params = init_train_state(config, evaluator.setup, evaluator.tokenizer.vocab_size).params
+  params = init_train_state(config, evaluator.placed, evaluator.tokenizer.vocab_size).params
   settings = fp.FinetuneSettings(tasks=("constant",), learning_rates=(0.0, 1.0), lr_scale=1e-2,
                                  steps=12, batch_size=8, eval_every=6, heldout_examples=4,
                                  perplexity_examples=2)
@@ -198,7 +198,7 @@ def test_replay_keeps_heldout_perplexity_while_the_task_is_learned():
       group = [next(rows) for _ in range(8)]
       yield {k: np.stack([r[k] for r in group]) for k in group[0]}
 
-  params = init_train_state(config, evaluator.setup, tokenizer.vocab_size).params
+  params = init_train_state(config, evaluator.placed, tokenizer.vocab_size).params
   params, _ = ft.train(evaluator, config, params, rows_as_batches(replay()), steps=120,
                        batch_size=8, learning_rate=3e-3, log_every=1000)
   out = {}

@@ -21,11 +21,11 @@ from birdie_jax.evals import tasks as task_registry
 from birdie_jax.evals.report import TaskResult
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.task import Example, Task, example_rng
-from birdie_jax.train.step import make_eval_step, mean_eval_loss
+from birdie_jax.models.forward import make_eval_step, mean_eval_loss
 
 SELECTION_STREAM = 2  # beside task.py's 0 (evaluation) and 1 (training)
 Examples = dict[int, list[Example]]  # difficulty -> examples
-_EVAL_STEPS: dict[int, tuple[object, object]] = {}  # id(setup) -> (setup, jitted eval step)
+_EVAL_STEPS: dict[int, tuple[object, object]] = {}  # id(placed) -> (placed, jitted eval step)
 
 
 def selection_examples(task: Task, seed: int, difficulty: int, count: int) -> list[Example]:
@@ -50,10 +50,10 @@ def task_result(evaluator: Evaluator, task: Task, params, examples: Examples) ->
 
 
 def _eval_step(evaluator: Evaluator):
-  setup = evaluator.setup
-  if id(setup) not in _EVAL_STEPS:
-    _EVAL_STEPS[id(setup)] = (setup, make_eval_step(setup))
-  return _EVAL_STEPS[id(setup)][1]
+  placed = evaluator.placed
+  if id(placed) not in _EVAL_STEPS:
+    _EVAL_STEPS[id(placed)] = (placed, make_eval_step(placed))
+  return _EVAL_STEPS[id(placed)][1]
 
 
 def target_loss(evaluator: Evaluator, task: Task, params, examples: Examples) -> float:
@@ -65,10 +65,10 @@ def target_loss(evaluator: Evaluator, task: Task, params, examples: Examples) ->
   size = evaluator.settings.batch_size
   fill = -len(rows["inputs"]) % size  # empty rows (loss mask 0) keep one compiled shape
   rows = {k: np.concatenate([v, np.zeros((fill,) + v.shape[1:], v.dtype)]) for k, v in rows.items()}
-  replicated = NamedSharding(evaluator.setup.mesh, PartitionSpec())
+  replicated = NamedSharding(evaluator.placed.mesh, PartitionSpec())
   batches = [{k: jax.device_put(v[i:i + size], replicated) for k, v in rows.items()}
              for i in range(0, len(rows["inputs"]), size)]
-  with jax.set_mesh(evaluator.setup.mesh):
+  with jax.set_mesh(evaluator.placed.mesh):
     return mean_eval_loss(_eval_step(evaluator), params, batches)
 
 

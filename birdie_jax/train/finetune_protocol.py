@@ -44,15 +44,15 @@ import ml_collections
 
 from birdie_jax.console import log_progress
 from birdie_jax.errors import ConfigError
-from birdie_jax.evals import finetune as ft
 from birdie_jax.evals import tasks as task_registry
-from birdie_jax.evals.finetune_curriculum import training_stages
-from birdie_jax.evals.finetune_heldout import (heldout_scores, perplexity, selection_examples,
-                                               task_result)
 from birdie_jax.evals.layout import Row
 from birdie_jax.evals.report import Report, TaskResult
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.task import Task
+from birdie_jax.train import finetune as ft
+from birdie_jax.train.finetune_curriculum import training_stages
+from birdie_jax.train.finetune_heldout import (heldout_scores, perplexity, selection_examples,
+                                               task_result)
 from birdie_jax.workdir import write_atomic
 
 ReplaySource = Callable[[], Iterator[Row]]  # a fresh iterator of pre-training rows per run

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from birdie_jax.evals.finetune import Choice, Stage
 from birdie_jax.evals.phonebook import Phonebook, answer_text, prompt_text
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.task import LAYOUT_TOKENS, Task, TaskContext
+from birdie_jax.train.finetune import Choice, Stage
 
 _LONG_NAME = "Christopher Richardson"  # sizes the asked entries' questions generously
 _ENTRY = "Mary Smith: 669-174-4914\n"  # a typical book line

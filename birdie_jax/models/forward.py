@@ -1,0 +1,60 @@
+"""Forward-only computations of a placed model on packed batches: logits, per-token losses, and
+the jitted held-out loss that training (validation loss, the mixture controller) and evaluations
+(objective competence, fine-tuning curves) share.
+
+    eval_step = make_eval_step(placed)
+    with jax.set_mesh(placed.mesh):
+      loss = mean_eval_loss(eval_step, params, batches)  # nats per target token
+
+A batch holds `BATCH_KEYS` as global arrays (B x L); `loss_mask` weights each target token.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from birdie_jax.models.placed import PlacedModel
+from birdie_jax.parallel.sharding import axis_rules
+
+Batch = Mapping[str, jax.Array]
+BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask")
+
+
+def batch_logits(placed: PlacedModel, params, batch: Batch) -> jax.Array:
+  """The model's float32 logits (B x L x vocab) on a packed batch."""
+  model = placed.model(params)
+  with axis_rules(placed.rules):
+    return model(batch["inputs"], segment_ids=batch["segment_ids"],
+                 positions=batch["positions"], prefix_mask=batch["prefix_mask"])
+
+
+def token_losses(placed: PlacedModel, params, batch: Batch) -> jax.Array:
+  """Per-token cross-entropy (float32, B x L); zero where `loss_mask` is 0."""
+  logits = batch_logits(placed, params, batch)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  return ce * batch["loss_mask"]
+
+
+def make_eval_step(placed: PlacedModel) -> Callable[[dict, Batch], dict]:
+  """A jitted step returning the summed loss and target-token count of one batch."""
+
+  def step(params, batch: Batch) -> dict:
+    losses = token_losses(placed, params, batch)
+    return {"loss_sum": jnp.sum(losses), "count": jnp.sum(batch["loss_mask"])}
+
+  return jax.jit(step, in_shardings=(placed.param_shardings, None))
+
+
+def mean_eval_loss(eval_step: Callable[[dict, Batch], dict], params, batches: list[Batch]) -> float:
+  """Mean loss per target token over `batches` (global arrays), one batch in flight at a time:
+  many concurrent sharded programs can exhaust the CPU runtime's threads while their collectives
+  wait on each other."""
+  total, count = 0.0, 0.0
+  for batch in batches:
+    out = jax.device_get(eval_step(params, batch))
+    total += float(out["loss_sum"])
+    count += float(out["count"])
+  return total / max(count, 1.0)
