@@ -1,4 +1,11 @@
-"""`train_and_evaluate(config, workdir)`: the whole training job, callable from `main` or a notebook.
+"""`train_and_evaluate(config, workdir)`: the whole training job, for `main` or a notebook.
+
+`_build_run` makes the run's pieces in sections (mesh, run identity, data, model, pipelines,
+restored state, periodic actions); `_train` then reads, per step:
+    train step -> non-finite guard -> the actions due (train/actions.py: validation loss, the
+    mixture controller, evaluations) -> one metrics row -> a rollback after a non-finite
+    streak, or a checkpoint (periodic, last step, or a signal's stop) and the stop.
+A new periodic job is one class in train/actions.py and one entry in `_build_run`'s list.
 
 Workdir layout:
     run.json            what defines the run, checked at every start (train/identity.py)
@@ -6,7 +13,8 @@ Workdir layout:
     tokenizer/run.model the run's sentencepiece model, pinned at its first start (never retrained)
     lock.json           the running job's lock: host, pid, start, heartbeat (train/workdir_lock.py)
     checkpoints/<step>/ Orbax checkpoints {state, data, meta}
-    metrics.jsonl       one JSON object per logged step (step, loss, learning_rate, tokens_per_s, ...);
+    metrics.jsonl       one JSON object per step that logs (step, loss, learning_rate, tokens_per_s,
+                        val_loss, the controller's and evaluations' scalars at their steps, ...);
                         steps after a checkpoint are logged again when a run resumes from it or
                         rolls back to it, and the last row of a step is the one that counts
     tensorboard/        the same scalars for TensorBoard
@@ -15,6 +23,9 @@ Workdir layout:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -22,6 +33,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
 from birdie_jax.config import validate_config
 from birdie_jax.console import log_progress, log_warning
@@ -31,19 +43,22 @@ from birdie_jax.data.lookahead import Lookahead
 from birdie_jax.data.packing import padding_fraction
 from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
 from birdie_jax.data.sources import load_documents, skipped_note
+from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
-from birdie_jax.models.forward import make_eval_step, mean_eval_loss
+from birdie_jax.models.forward import make_eval_step
+from birdie_jax.objectives.mixture import Mixture
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
+from birdie_jax.train.actions import Action, Checkpoint, Evaluation, MixtureController
+from birdie_jax.train.actions import ValidationLoss
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.identity import check_resume
 from birdie_jax.train.mixture_control import MixtureControl
-from birdie_jax.train.metrics import MetricsWriter, Throughput
-from birdie_jax.train.metrics import progress_line
+from birdie_jax.train.metrics import Eta, MetricsWriter, Throughput, progress_line
 from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal, stopped_by_error
-from birdie_jax.train.state import init_train_state, make_train_setup
+from birdie_jax.train.state import TrainSetup, TrainState, init_train_state, make_train_setup
 from birdie_jax.train.step import make_train_step
 from birdie_jax.train.workdir_lock import hold_workdir
 from birdie_jax.workdir import check_writable
@@ -66,46 +81,55 @@ def _to_global(batch: dict[str, np.ndarray], mesh, rules) -> dict[str, jax.Array
           for k, v in batch.items()}
 
 
-def _controller_line(step: int, scalars: dict[str, float], classes) -> str:
-  weights = ", ".join(f"{c} {scalars[f'mixture_class/{c}']:.2f}" for c in classes)
-  reward = f" | reward {scalars['reward/total']:+.3f}" if "reward/total" in scalars else ""
-  compiled = scalars["controller/compile_s"]
-  compiled = f" (+{compiled:.1f}s compiling)" if compiled else ""
-  return (f"step {step} controller: {len(classes)} classes evaluated in "
-          f"{scalars['controller/eval_s']:.1f}s, updated in {scalars['controller/update_s']:.2f}s"
-          f"{compiled}{reward} | mixture: {weights}")
-
-
-def _eval_line(step: int, scalars: dict[str, float]) -> str:
-  return f"step {step} eval: " + ", ".join(
-      f"{k.removeprefix('eval/')} {v:.3f}" for k, v in sorted(scalars.items()))
+@dataclasses.dataclass
+class Run:
+  """One training job's pieces, as `_build_run` makes them; the loop only reads them."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Mesh
+  rules: tuple
+  tokenizer: Tokenizer
+  mixture: Mixture
+  control: MixtureControl | None  # Birdie's controller, for the curricula that have one
+  setup: TrainSetup
+  data_iter: Lookahead  # training batches, read one ahead
+  checkpointer: Checkpointer
+  state: TrainState  # restored from the newest checkpoint, or fresh
+  start: int  # the state's step
+  train_step: Callable
+  writer: MetricsWriter
+  throughput: Throughput
+  guard: NonFiniteGuard
+  actions: list[Action]  # due after a step, before its metrics row
+  checkpoint: Checkpoint  # after the row, and when a signal asks to stop
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics.
+  """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics
+  (the last logged step's row, with `step` the last step trained).
 
   The job holds the workdir's lock throughout (train/workdir_lock.py): a second start refuses.
   """
   validate_config(config)
   check_writable(workdir)  # a file or read-only path: one line now, not at the first save
   with hold_workdir(workdir, config.checkpoint.lock_stale_s):
-    return _train(config, workdir)
+    return _train(_build_run(config, workdir))
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Builds the run, each check before the first read it guards (a changed run stops before its
+  data is indexed; run.json records a start only once the restore has passed)."""
+  # ## Mesh: a shape or batch that cannot be laid out stops here.
   mesh = make_mesh(config.mesh.shape)
   rules = tuple(tuple(r) for r in config.mesh.axis_rules)
   validate_rules(rules, mesh.axis_names)
   _check_batch(config, mesh)
   check_batch_layout(mesh, rules, config.train.batch_size, config.train.seq_len)
   resume = check_resume(config, workdir)  # a changed run stops here, before anything is read
-  train_docs = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
-                              text_field=config.data.text_field,
-                              document_separator=config.data.document_separator)
-  val_docs = load_documents(config.data.source, "validation",
-                            val_fraction=config.data.val_fraction,
-                            text_field=config.data.text_field,
-                            document_separator=config.data.document_separator)
+
+  # ## Data: documents, the run's pinned tokenizer, the objective mixture and its controller.
+  train_docs = _documents(config, "train")
+  val_docs = _documents(config, "validation")
   if skipped_note(train_docs.stats):
     log_warning(f"data source {config.data.source}: {skipped_note(train_docs.stats)}")
   tokenizer = resume.tokenizer(config.data, train_docs)  # pinned to the run
@@ -114,14 +138,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                          class_weights=config.data.class_weights)
   control = (MixtureControl(config, mixture) if config.curriculum in CONTROLLED_CURRICULA
              else None)
+
+  # ## Model and optimizer, placed on the mesh.
   setup = make_train_setup(config, tokenizer.vocab_size, mesh)
   if jax.process_index() == 0:
     print(f"{config.model.family}: {setup.num_params:,} parameters | vocab "
           f"{tokenizer.vocab_size} | mesh {dict(mesh.shape)} | {jax.device_count()} devices",
           flush=True)
 
-  local_batch = config.train.batch_size // jax.process_count()
+  # ## Input pipelines: this process's training batches and the fixed validation sets.
   pi, pc = jax.process_index(), jax.process_count()
+  local_batch = config.train.batch_size // pc
   dataset = make_train_dataset(
       train_docs, tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
       seed=config.seed, process_index=pi, process_count=pc, make_example=mixture,
@@ -136,23 +163,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                                   lambda b: _to_global(b, mesh, rules),
                                   math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], pc))
 
+  # ## State: the newest checkpoint that restores whole (data position, controller), or fresh.
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.checkpoint.max_to_keep,
                               async_save=config.checkpoint.async_save,
                               restore_retries=config.checkpoint.restore_retries)
-  restored = checkpointer.restore_latest(
-      setup, data_iter, None if control is None else control.abstract_state())
-  if restored is None:
-    state = init_train_state(config, setup, tokenizer.vocab_size)
-  else:
-    latest, state, controller_state = restored
-    if control is not None:
-      control.state = controller_state
-    log_progress(f"resumed from step {latest} in {workdir}")
+  state = _restore_or_init(config, workdir, checkpointer, setup, data_iter, control,
+                           tokenizer.vocab_size)
   if jax.process_index() == 0:
     resume.record_start(config, tokenizer)  # run.json and config.json, once all checks passed
+
+  # ## Periodic actions, metrics and the train step.
   start = int(jax.device_get(state.step))
-  total = config.train.steps
   meta = {"param_shapes": param_shapes(setup.abstract_state.params),
           "num_params": setup.num_params, "vocab_size": tokenizer.vocab_size}
   train_step = make_train_step(setup, config.train)
@@ -161,86 +183,162 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   writer = MetricsWriter(workdir)
   throughput = Throughput(config.train.batch_size * config.train.seq_len,
                           6.0 * setup.num_params, start)
-  final: dict[str, float] = {}
-  run_start, timed_from = time.perf_counter(), None
-  reached = start
   guard = NonFiniteGuard(config.train.max_nonfinite_in_a_row)
-  step = start
+  total = config.train.steps
+  controller = (None if control is None
+                else MixtureController(control, eval_step, data_iter, workdir))
+  actions = [ValidationLoss(eval_step, val_batches, every=config.train.eval_every, total=total,
+                            guard=guard),
+             *([controller] if controller else []),
+             *([Evaluation(evaluator, workdir)] if evaluator else [])]
+  checkpoint = Checkpoint(checkpointer, data_iter, meta, writer,
+                          every=config.checkpoint.every_steps, total=total, guard=guard,
+                          controller=controller)
+  return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, tokenizer=tokenizer,
+             mixture=mixture, control=control, setup=setup, data_iter=data_iter,
+             checkpointer=checkpointer, state=state, start=start, train_step=train_step,
+             writer=writer, throughput=throughput, guard=guard, actions=actions,
+             checkpoint=checkpoint)
+
+
+def _documents(config: ml_collections.ConfigDict, split: str):
+  """The documents of `split` ('train' or 'validation') of the run's data source."""
+  return load_documents(config.data.source, split, val_fraction=config.data.val_fraction,
+                        text_field=config.data.text_field,
+                        document_separator=config.data.document_separator)
+
+
+def _restore_or_init(config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer,
+                     setup: TrainSetup, data_iter: Lookahead, control: MixtureControl | None,
+                     vocab_size: int) -> TrainState:
+  """The newest checkpoint's state (moving `data_iter` and `control` to it), or a fresh one."""
+  restored = checkpointer.restore_latest(
+      setup, data_iter, None if control is None else control.abstract_state())
+  if restored is None:
+    return init_train_state(config, setup, vocab_size)
+  latest, state, controller_state = restored
+  if control is not None:
+    control.state = controller_state
+  log_progress(f"resumed from step {latest} in {workdir}")
+  return state
+
+
+def _train(run: Run) -> dict[str, float]:
+  """Trains from `run.start` to `train.steps`. Each step: train -> non-finite guard -> the due
+  actions -> one metrics row -> a rollback, or a checkpoint and a stop if a signal asked."""
+  start, total = run.start, run.config.train.steps
+  state, step, reached, final = run.state, start, start, {}
+  pending: dict[str, float] = {}  # the row of a step not written yet
+  eta, run_start = Eta(), time.perf_counter()
   try:
-    with jax.set_mesh(mesh), PreemptionSignal() as preemption:
+    with jax.set_mesh(run.mesh), PreemptionSignal() as preemption:
       if start >= total:
         log_progress(f"run already finished at step {start} (train.steps={total})")
       while step < total:
         step += 1
-        host_batch = next(data_iter)
-        state, metrics = train_step(state, _to_global(host_batch, mesh, rules))
+        host_batch = next(run.data_iter)
+        state, metrics = run.train_step(state, _to_global(host_batch, run.mesh, run.rules))
         if step < total:
-          data_iter.prefetch()  # the next batch is built while the device runs this step
+          run.data_iter.prefetch()  # the next batch is built while the device runs this step
         skipped = bool(jax.device_get(metrics["nonfinite_skipped"]))
-        roll_back = guard.observe(skipped)
+        roll_back = run.guard.observe(skipped)
+        logged = not skipped and _is_logged(run, step)
+        pending = row = _own_row(run, step, metrics, host_batch, skipped, logged)
+        lines = _run_actions(run, step, state, row)
+        if row:
+          run.writer.write(step, row)  # the step's one row: readers take a step's last row
+        pending = {}
         if skipped:
-          writer.write(step, {"nonfinite_skipped": 1.0, "nonfinite_in_a_row": guard.in_a_row})
-          log_progress(f"step {step}/{total} | non-finite loss or gradients: update skipped "
-                       f"({guard.in_a_row} in a row; rollback at {guard.max_in_a_row})")
-        elif step % config.train.log_every == 0 or step == total or step == start + 1:
-          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          scalars["padding_fraction"] = padding_fraction(host_batch)  # this process's rows
-          scalars.update(throughput.report(step))
-          if step % config.train.eval_every == 0 or step == total:
-            scalars["val_loss"] = mean_eval_loss(eval_step, state.params, val_batches)
-            throughput.restart(step)
-          if timed_from is None:
-            timed_from = (step, time.perf_counter())
-          done = step - timed_from[0]
-          rate = (time.perf_counter() - timed_from[1]) / done if done else 0.0
-          writer.write(step, scalars)
-          log_progress(progress_line(step, total, scalars, rate * (total - step)))
-          final = scalars
-        elif step % config.train.eval_every == 0:
-          val = mean_eval_loss(eval_step, state.params, val_batches)
-          writer.write(step, {"val_loss": val})
-          throughput.restart(step)
-        if control is not None and control.is_eval_step(step):
-          controller_scalars = control.update(step, eval_step, state.params, data_iter, workdir)
-          writer.write(step, controller_scalars)
-          log_progress(_controller_line(step, controller_scalars, mixture.curriculum.classes))
-          throughput.restart(step)
-        if evaluator is not None and evaluator.is_due(step):
-          report = evaluator.run(state.params, step=step)
-          writer.write(step, report.scalars)
-          if jax.process_index() == 0:
-            report.write(os.path.join(workdir, "eval"))
-          log_progress(_eval_line(step, report.scalars))
-          throughput.restart(step)
+          log_progress(_skipped_line(run, step))
+        elif logged:
+          log_progress(progress_line(step, total, row, eta.seconds_left(step, total)))
+          final = row
+        for line in lines:
+          log_progress(line)
         reached = step
         stop = preemption.reached(step)
         if roll_back and not stop:
-          checkpointer.wait()
-          target = guard.rollback_target(checkpointer.latest_step(), step)
-          state = checkpointer.restore_state(target, setup)
-          log_progress(f"step {step} | rolled back to checkpoint {target}; the batches since "
-                       "then are not replayed")
-          step, timed_from = target, None
-          throughput.restart(step)
+          state, step = _roll_back(run, step)
+          eta.restart()
           continue
-        periodic = step % config.checkpoint.every_steps == 0 and not guard.in_a_row
-        if periodic or step == total or stop:
-          checkpointer.save(step, state, data_iter, meta,
-                            controller=None if control is None else control.state)
-          writer.flush()  # the rows up to a checkpoint are never lost (remote workdirs)
+        if run.checkpoint.is_due(step) or stop:
+          run.checkpoint.run(step, state)
         if stop:
           log_progress(f"{preemption.name}: stopping after step {step}; checkpoint written, "
                        "the same command resumes from it")
           break
   except Exception as error:  # pylint: disable=broad-except  # save what can be saved, one line
-    raise stopped_by_error(error, step, checkpointer=checkpointer, state=state, data_iter=data_iter,
-                           meta=meta, controller=None if control is None else control.state,
-                           in_streak=bool(guard.in_a_row)) from error
+    _write_pending(run.writer, step, pending)
+    raise stopped_by_error(error, step, checkpointer=run.checkpointer, state=state,
+                           data_iter=run.data_iter, meta=run.checkpoint.meta,
+                           controller=run.checkpoint.controller_state(),
+                           in_streak=bool(run.guard.in_a_row)) from error
   finally:
-    checkpointer.close()
-    writer.close()
-    data_iter.close()
+    run.checkpointer.close()
+    run.writer.close()
+    run.data_iter.close()
   if reached > start:
     log_progress(f"trained steps {start + 1}-{reached} in {time.perf_counter() - run_start:.1f}s; "
-                 f"checkpoints in {workdir}/checkpoints")
+                 f"checkpoints in {run.workdir}/checkpoints")
   return {"step": float(reached), **final}
+
+
+def _is_logged(run: Run, step: int) -> bool:
+  """Whether `step` logs its training metrics: every `train.log_every` steps, the first step of
+  this start and the last step."""
+  train = run.config.train
+  return step % train.log_every == 0 or step == train.steps or step == run.start + 1
+
+
+def _own_row(run: Run, step: int, metrics, host_batch: dict[str, np.ndarray], skipped: bool,
+             logged: bool) -> dict[str, float]:
+  """The train step's own scalars at `step`: the non-finite note of a skipped step, the
+  training metrics and throughput of a logged one, else none."""
+  if skipped:
+    return {"nonfinite_skipped": 1.0, "nonfinite_in_a_row": run.guard.in_a_row}
+  if not logged:
+    return {}
+  scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  scalars["padding_fraction"] = padding_fraction(host_batch)  # this process's rows
+  scalars.update(run.throughput.report(step))
+  return scalars
+
+
+def _run_actions(run: Run, step: int, state: TrainState, row: dict[str, float]) -> list[str]:
+  """Runs the actions due at `step`, in order, adding their scalars to `row`; their log lines."""
+  due = [action for action in run.actions if action.is_due(step)]
+  lines = []
+  for action in due:
+    done = action.run(step, state)
+    row.update(done)
+    lines.append(action.line(step, done))
+  if due:
+    run.throughput.restart(step)  # their time is not training time
+  return [line for line in lines if line is not None]
+
+
+def _write_pending(writer: MetricsWriter, step: int, row: dict[str, float]) -> None:
+  """Writes the row of a step that an error ended after it trained (its checkpoint may be the one
+  a resumed run starts after); best effort: the error being raised is the one to report."""
+  if row:
+    with contextlib.suppress(Exception):
+      writer.write(step, row)
+
+
+def _skipped_line(run: Run, step: int) -> str:
+  """The log line of a step skipped as non-finite."""
+  guard = run.guard
+  return (f"step {step}/{run.config.train.steps} | non-finite loss or gradients: update skipped "
+          f"({guard.in_a_row} in a row; rollback at {guard.max_in_a_row})")
+
+
+def _roll_back(run: Run, step: int) -> tuple[TrainState, int]:
+  """The state of the checkpoint to roll back to after a non-finite streak, and its step; the
+  data goes on (the batches since that checkpoint are not replayed)."""
+  run.checkpointer.wait()
+  target = run.guard.rollback_target(run.checkpointer.latest_step(), step)
+  state = run.checkpointer.restore_state(target, run.setup)
+  log_progress(f"step {step} | rolled back to checkpoint {target}; the batches since then are "
+               "not replayed")
+  run.throughput.restart(target)
+  return state, target

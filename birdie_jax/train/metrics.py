@@ -151,6 +151,26 @@ class Throughput:
             "step_time_s": elapsed / steps}
 
 
+class Eta:
+  """Seconds left, at the mean time per step since the first step it was asked about (so the
+  compile of the first step is left out); `restart` after a rollback."""
+
+  def __init__(self):
+    self._from: tuple[int, float] | None = None
+
+  def restart(self) -> None:
+    """Measures again from the next step asked about."""
+    self._from = None
+
+  def seconds_left(self, step: int, total: int) -> float:
+    """The estimate at `step` of `total` (0 at the first step asked about)."""
+    if self._from is None:
+      self._from = (step, time.perf_counter())
+    done = step - self._from[0]
+    per_step = (time.perf_counter() - self._from[1]) / done if done else 0.0
+    return per_step * (total - step)
+
+
 def progress_line(step: int, total: int, scalars: Mapping[str, float], eta_s: float) -> str:
   """'step 120/1000 | loss 4.123 | 12,345 tok/s | eta 2m13s'."""
   parts = [f"step {step}/{total}", f"loss {scalars['loss']:.4f}"]
