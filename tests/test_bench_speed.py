@@ -1,10 +1,15 @@
 """The device benchmarks (scan, train, decode) run at tiny sizes on CPU and write JSON lines."""
 import json
+import time
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from birdie_jax.bench import decode, scan, train
+from birdie_jax.config import default_config
+from birdie_jax.models import build_model
 
 _COMMON = {"date", "command", "device", "benchmark"}
 
@@ -35,18 +40,46 @@ def test_scan_bench_rejects_a_bad_tiling_before_measuring(capsys):
   assert "Bad tiling '64x32x1pb'" in capsys.readouterr().err
 
 
-def test_train_bench(tmp_path):
+def test_train_bench(tmp_path, monkeypatch):
+  """tokens/s comes from the steps the bench times, MFU from 6 x the model's parameters."""
+  timed = []  # per model: the seconds of each step call, timed inside the bench's own timing
+  time_steps = train._time_steps
+
+  def counted(run, state, steps):
+    timed.append([])
+
+    def run_timed(state):
+      start = time.perf_counter()
+      state, loss = jax.block_until_ready(run(state))
+      timed[-1].append(time.perf_counter() - start)
+      return state, loss
+
+    return time_steps(run_timed, state, steps)
+
+  monkeypatch.setattr(train, "_time_steps", counted)
   results = tmp_path / "results.jsonl"
+  batch, seq_len, vocab, steps, peak_tflops = 2, 32, 64, 3, 1.0
   train.main(["--models", "hawk:tiny", "--modes", "bidirectional", "--layers", "loop,scan",
-              "--scan_impls", "pallas", "--batch", "2", "--seq_len", "32", "--vocab", "64",
-              "--steps", "1", "--peak_tflops", "1", "--results", str(results)])
+              "--scan_impls", "pallas", "--batch", str(batch), "--seq_len", str(seq_len),
+              "--vocab", str(vocab), "--steps", str(steps), "--peak_tflops", str(peak_tflops),
+              "--results", str(results)])
   records = _records(results, "train")
   assert [(r["model"], r["scan"], r["layers"]) for r in records] == [
       ("hawk:tiny:bidir", "pallas", "loop"), ("hawk:tiny:bidir", "pallas", "scan")]
-  assert records[0]["params_m"] == records[1]["params_m"]
-  for r in records:
-    assert r["tokens_per_s"] > 0 and r["compile_s"] > 0 and r["params_m"] > 0
-    assert r["mfu"] == pytest.approx(6 * r["params_m"] * 1e6 * r["tokens_per_s"] / 1e12)
+  cfg = default_config().model
+  cfg.family, cfg.preset, cfg.bidirectional = "hawk", "tiny", True
+  model = nnx.eval_shape(lambda: build_model(cfg, vocab, rngs=nnx.Rngs(0)))
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert len(timed) == len(records)
+  for r, seconds in zip(records, timed):
+    assert len(seconds) == steps + 2  # two warm-up steps, then the timed ones
+    median = float(np.median(seconds[2:]))  # each of ours lies inside one bench timing
+    assert median <= r["step_ms"] / 1e3 <= 2 * median
+    assert r["tokens_per_s"] == pytest.approx(batch * seq_len / (r["step_ms"] / 1e3))
+    assert r["params_m"] * 1e6 == pytest.approx(num_params)
+    flops_per_s = 6 * num_params * batch * seq_len / (r["step_ms"] / 1e3)
+    assert r["mfu"] == pytest.approx(flops_per_s / (peak_tflops * 1e12))
+    assert r["compile_s"] > 0
 
 
 def test_decode_bench(tmp_path):

@@ -1,5 +1,7 @@
 """Presets: the analytic parameter count equals the built model's (abstractly, no allocation),
 and the model section of the config validates."""
+import math
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -10,7 +12,7 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.models import build_model, param_count
 from birdie_jax.models.attention import resolve_implementation
 from birdie_jax.models.layers import count_params
-from birdie_jax.models.presets import PRESET_NAMES, PRESETS
+from birdie_jax.models.presets import PRESET_NAMES, PRESETS, resolve
 
 VOCAB = 32_000
 # Paper-scale sizes at a 32k vocabulary, in millions, to catch a preset drifting from its name.
@@ -38,16 +40,34 @@ def test_param_count_formula_matches_model(family, preset):
     assert low <= real / 1e6 <= high, f"{family} {preset}: {real / 1e6:.0f}M"
 
 
-def test_paper_table7_shapes():
-  shapes = {f: PRESETS[f]["1.4b"] for f in PRESETS}
-  assert shapes["hawk"] == dict(width=2048, depth=20, lru_width=2560, num_heads=16,
-                                mlp_expansion=2.75)  # 8/3 rounded up to a multiple of 256
+# The paper's Table 7 (1.4B models), as ../shared/reference/birdie.md §3.2 states it: hidden width,
+# recurrence state, blocks; the Transformer's MHA of 16 heads x 128 dims; MLPs of 8/3 x width.
+_TABLE7 = {"hawk": dict(width=2048, lru_width=2560, depth=20),
+           "gated_ssm": dict(width=2048, lru_width=2560, depth=48),
+           "transformer": dict(width=2048, depth=24, num_heads=16, head_dim=128)}
 
-  assert (shapes["gated_ssm"]["width"], shapes["gated_ssm"]["lru_width"],
-          shapes["gated_ssm"]["depth"]) == (2048, 2560, 48)
-  assert (shapes["transformer"]["depth"], shapes["transformer"]["num_heads"],
-          shapes["transformer"]["head_dim"]) == (24, 16, 128)
-  assert PRESETS["hawk"]["7b"]["width"] == 4096 and PRESETS["hawk"]["7b"]["lru_width"] == 5632
+
+def _mlp_width(width: int) -> int:
+  """The paper's 8/3 x width, rounded up to a multiple of 256 (as LLaMA does)."""
+  return math.ceil(8 / 3 * width / 256) * 256
+
+
+@pytest.mark.parametrize("family", sorted(_TABLE7))
+def test_paper_table7_shapes(family):
+  cfg = default_config().model
+  cfg.family, cfg.preset = family, "1.4b"
+  shape = resolve(cfg)
+  for key, value in _TABLE7[family].items():
+    assert getattr(shape, key) == value, key
+  if family in ("hawk", "transformer"):
+    assert shape.mlp_expansion * shape.width == _mlp_width(shape.width)
+  if family == "transformer":
+    assert shape.num_kv_heads == shape.num_heads  # MHA, not GQA
+    assert shape.num_heads * shape.head_dim == shape.width
+  else:  # SSMs: "repeating (50 % bidir., causal)"; Hawk's Conv1D has 4 taps
+    assert shape.bidirectional_every == 2
+  if family == "hawk":
+    assert shape.conv_width == 4
 
 
 @pytest.mark.parametrize("preset", ["150m", "400m", "1.4b", "7b"])

@@ -2,7 +2,9 @@
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
+from birdie_jax.models import build_model
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.state import init_train_state, make_train_setup
@@ -45,29 +47,41 @@ def test_sharded_step_equals_single_device():
   assert losses_1[1] < losses_1[0]
 
 
-@pytest.mark.parametrize("family", ["hawk"])
-def test_packed_documents_do_not_interact(family):
+DOCS = (17, 19, 12)  # document 2 spans columns 17..35
+PREFIX = 5  # bidirectional runs: each document's first 5 tokens are its prefix (read both ways)
+
+
+def _variants(rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """One packed row three times: as drawn, with document 2 rewritten, with only its token 3
+  changed (every changed token differs from the original)."""
+  batch = packed_batch(rng, 1, sum(DOCS), VOCAB, DOCS)
+  batch = {k: np.repeat(v, 3, axis=0) for k, v in batch.items()}
+  inputs = batch["inputs"]
+  inputs[1, 17:36] = (inputs[1, 17:36] + rng.integers(1, VOCAB - 1, 19)) % VOCAB
+  inputs[2, 20] = (inputs[2, 20] + 1 + rng.integers(0, VOCAB - 2)) % VOCAB
+  return batch
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("family", ["hawk", "gated_ssm", "griffin", "transformer"])
+def test_packed_documents_do_not_interact(family, bidirectional):
   config = tiny_config(data=1)
-  config.model.family = family
-  mesh = make_mesh(config.mesh.shape, devices=jax.devices()[:1])
-  setup = make_train_setup(config, VOCAB, mesh)
-  state = init_train_state(config, setup, VOCAB)
-  model = setup.model(state.params)
-  rng = np.random.default_rng(1)
-  batch = packed_batch(rng, 2, 48, VOCAB, (17, 19, 12))
-
-  def logits(b):
-    return np.asarray(model(b["inputs"], segment_ids=b["segment_ids"],
-                            positions=b["positions"], prefix_mask=b["prefix_mask"]))
-
-  base = logits(batch)
-  changed = dict(batch)
-  changed["inputs"] = batch["inputs"].copy()
-  changed["inputs"][:, 17:36] = rng.integers(1, VOCAB, (2, 19))  # rewrite document 2 only
-  out = logits(changed)
-  np.testing.assert_array_equal(out[:, :17], base[:, :17])   # document 1 untouched
-  np.testing.assert_array_equal(out[:, 36:], base[:, 36:])   # document 3 untouched
-  assert np.abs(out[:, 17:36] - base[:, 17:36]).max() > 1e-3  # document 2 did change
+  config.model.update(family=family, preset="tiny", bidirectional=bidirectional)
+  model = build_model(config.model, VOCAB, rngs=nnx.Rngs(0))
+  batch = _variants(np.random.default_rng(1))
+  if bidirectional:
+    batch["prefix_mask"] = (batch["positions"] < PREFIX) & (batch["segment_ids"] > 0)
+  base, rewritten, one = np.asarray(model(
+      batch["inputs"], segment_ids=batch["segment_ids"], positions=batch["positions"],
+      prefix_mask=batch["prefix_mask"]))
+  for out in (rewritten, one):
+    np.testing.assert_array_equal(out[:17], base[:17])   # document 1 untouched
+    np.testing.assert_array_equal(out[36:], base[36:])   # document 3 untouched
+    assert np.abs(out[20:36] - base[20:36]).max() > 1e-4  # document 2 did change
+  # Editing token 3 of document 2 (a prefix token when bidirectional) reaches the positions before
+  # it only if the prefix is read both ways.
+  before = np.abs(one[17:20] - base[17:20]).max()
+  assert before > 0 if bidirectional else before == 0
 
 
 def test_weight_decay_skips_norms_biases_and_recurrence_gates():
