@@ -5,6 +5,10 @@ import shutil
 
 import numpy as np
 
+from birdie_jax.data.curriculum import run_curriculum
+from birdie_jax.data.pack_dataset import planner_states
+from birdie_jax.objectives.mixture import put_state_weights
+from birdie_jax.objectives.mixture import state_weights
 from birdie_jax.train.loop import train_and_evaluate
 from helpers import tiny_config
 
@@ -46,6 +50,20 @@ def test_birdie_run_changes_mixture_and_resumes_exactly(tmp_path):
   assert np.abs(mixtures[4] - mixtures[3]).max() > 1e-3       # and keeps re-choosing
   assert (workdir / "mixture.png").stat().st_size > 10_000
 
+  # The mixture is checkpointed once, in the controller state; the data item holds no weights.
+  # Checkpoints written before held them in the data item too: make step 4's such a one (the
+  # weights of step 3's update), which must resume the same.
+  order = run_curriculum(config).names
+  latest = np.maximum([evals[3][f"mixture/{n}"] for n in order], 0.0)
+  paths = sorted((workdir / "checkpoints" / "4" / "data").glob("process_*.json"))
+  assert paths
+  for path in paths:
+    saved = json.loads(path.read_text())
+    assert planner_states(saved)
+    for planner in planner_states(saved):
+      assert state_weights(planner) is None
+      put_state_weights(planner, latest / latest.sum())
+    path.write_text(json.dumps(saved))
   shutil.rmtree(workdir / "checkpoints" / "8")   # killed after the step-4 checkpoint
   shutil.rmtree(workdir / "checkpoints" / "10")
   (workdir / "metrics.jsonl").unlink()

@@ -20,12 +20,15 @@ import jax
 import numpy as np
 import pytest
 
+from birdie_jax.controller.controller import Controller
 from birdie_jax.data.curriculum import make_mixture
+from birdie_jax.data.pack_dataset import planner_states
 from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
 from birdie_jax.data.pipeline import set_mixture_weights
 from birdie_jax.data.sources import load_documents
 from birdie_jax.data.tokenizer import ByteTokenizer
 from birdie_jax.errors import ConfigError
+from birdie_jax.objectives.mixture import state_weights
 from birdie_jax.parallel import distributed
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding
@@ -125,14 +128,6 @@ def _run_workers(workdir, tmp_path) -> tuple[int, list[str]]:
   return int(stops[0].split()[4].rstrip(";")), texts
 
 
-def _planner_weights(state) -> list[list[float]]:
-  """Every `mixture_weights` list in a saved data-iterator state."""
-  if isinstance(state, dict):
-    found = [state["mixture_weights"]] if "mixture_weights" in state else []
-    return found + [w for v in state.values() for w in _planner_weights(v)]
-  return []
-
-
 def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(tmp_path):
   assert jax.device_count() == 8
   workdir = tmp_path / "run"
@@ -155,14 +150,20 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(tmp_p
               for r in rows if f"mixture/{names[0]}" in r}
   weights = {step: np.maximum(w, 0.0) / np.maximum(w, 0.0).sum() for step, w in mixtures.items()}
   assert not np.allclose(weights[CONTROL_STEP], weights[1])
-  # Both processes' data pipelines sample from the controller's latest mixture.
+  # The mixture is checkpointed once: the controller state holds the latest one, and both
+  # processes' data files hold their positions and the mixture's fingerprint, not its weights.
   latest = weights[max(s for s in weights if s <= stop)]
+  controller = Controller.from_config(config.controller, total_steps=config.train.steps,
+                                      class_of_config=mixture.curriculum.class_index)
+  checkpointer = Checkpointer(str(workdir / "checkpoints"), max_to_keep=1, async_save=False)
+  saved_controller = checkpointer.restore_controller(stop, jax.eval_shape(controller.init))
+  checkpointer.close()
+  np.testing.assert_allclose(controller.mixture_weights(saved_controller), latest, rtol=1e-12)
   for index in range(PROCESSES):
     saved = json.loads((workdir / "checkpoints" / str(stop) / "data" /
                         f"process_{index}-of-{PROCESSES}.json").read_text())
-    assert _planner_weights(saved)
-    for found in _planner_weights(saved):
-      np.testing.assert_allclose(found, latest, rtol=1e-12)
+    assert planner_states(saved)
+    assert all(state_weights(planner) is None for planner in planner_states(saved))
 
   # The reference: one process, 8 devices, the workers' per-process shards as one global batch.
   docs = {split: load_documents("embedded", split, val_fraction=config.data.val_fraction)

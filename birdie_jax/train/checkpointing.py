@@ -9,6 +9,12 @@ is used, with one warning line; any other error while restoring is tried again w
 then stops the start in one line, renaming nothing. A changed `data.num_workers` or process count
 stops in one line naming it (the meta records the data layout). No checkpoint is written from a
 state holding NaN or Inf.
+
+The objective mixture is saved once. With a controller it lives in `controller` (its `action`):
+`data` then holds the pipeline's position and the mixture's fingerprint, not its weights, and a
+restore sets the pipeline's weights from the controller state (`mixture_control.data_weights`).
+Checkpoints written before, whose `data` also holds the weights, restore the same way. Without a
+controller the mixture never changes and `data` keeps its weights.
 """
 from __future__ import annotations
 
@@ -25,9 +31,12 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from birdie_jax.console import log_warning
+from birdie_jax.data.pipeline import set_mixture_weights
+from birdie_jax.data.pipeline import without_mixture_weights
 from birdie_jax.errors import ConfigError, TrainingError
 from birdie_jax.models.placed import PlacedModel
 from birdie_jax.train import restore_faults
+from birdie_jax.train.mixture_control import data_weights
 from birdie_jax.train.nonfinite import is_finite
 from birdie_jax.train.state import TrainSetup, TrainState
 
@@ -58,7 +67,8 @@ class Checkpointer:
   def save(self, step: int, state: TrainState, data_iterator: grain.DatasetIterator,
            meta: dict[str, Any], controller: Any = None) -> None:
     """Starts writing a checkpoint (in the background when async); `controller` is the mixture
-    controller's state pytree, for the curricula that have one.
+    controller's state pytree, for the curricula that have one. The mixture is saved once: with a
+    controller, in its state only (the data item then holds the position without the weights).
 
     Raises:
       TrainingError: `state` holds a NaN or Inf (nothing is written).
@@ -66,7 +76,8 @@ class Checkpointer:
     if not is_finite(state):
       raise TrainingError(f"refusing to write checkpoint {step}: the train state holds NaN or Inf")
     items = {"state": ocp.args.StandardSave(state),
-             "data": grain.checkpoint.CheckpointSave(data_iterator),
+             "data": grain.checkpoint.CheckpointSave(
+                 data_iterator if controller is None else without_mixture_weights(data_iterator)),
              "meta": ocp.args.JsonSave(
                  {**meta, "data_layout": restore_faults.data_layout(data_iterator)})}
     if controller is not None:
@@ -154,7 +165,13 @@ class Checkpointer:
       if controller_target is None:
         return state, None
       restore_faults.check_items(epath.Path(self._directory) / str(step), ("controller",))
-      return state, self.restore_controller(step, controller_target)
+      controller = self.restore_controller(step, controller_target)
+      # The mixture's one copy is the controller's; checkpoints written before it was (whose data
+      # item still holds the weights) get the same weights set again.
+      weights = data_weights(controller)
+      if weights is not None:
+        set_mixture_weights(data_iterator, weights)
+      return state, controller
 
   def restore_state(self, step: int, setup: TrainSetup) -> TrainState:
     """Only the train state of checkpoint `step` (a rollback keeps the data position)."""

@@ -3,7 +3,9 @@
 At each scheduled evaluation: the per-configuration validation losses on fixed validation sets
 (laid out as in training) go to the controller's jitted `update`, whose new mixture the data
 pipeline uses from the next batch on; the losses, rewards and mixture are logged and
-`mixture.png` is redrawn. The controller state travels in every checkpoint.
+`mixture.png` is redrawn. The controller state travels in every checkpoint, and it is the
+mixture's one checkpointed copy: the data state is saved without the weights, and a restore sets
+them from the controller state (`data_weights`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from jax.experimental import multihost_utils
 from birdie_jax.controller.controller import Controller
 from birdie_jax.controller.plot import plot_mixture
 from birdie_jax.controller.state import ControllerState
+from birdie_jax.controller.state import mixture_weights
 from birdie_jax.data.pipeline import make_validation_sets, set_mixture_weights
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.models.forward import mean_eval_loss
@@ -86,3 +89,12 @@ class MixtureControl:
       plot_mixture(self.state, curriculum.class_index, curriculum.classes,
                    os.path.join(workdir, "mixture.png"))
     return scalars
+
+
+def data_weights(state: ControllerState) -> np.ndarray | None:
+  """The weights the data pipeline samples from under `state`: its mixture once the controller
+  has updated (`MixtureControl.update` hands over every new one), None before the first update
+  (the pipeline then keeps the curriculum's starting weights)."""
+  if int(jax.device_get(state.num_updates)) == 0:
+    return None
+  return mixture_weights(state)
