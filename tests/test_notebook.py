@@ -40,7 +40,7 @@ def test_notebook_trains_plots_generates_and_evaluates(tmp_path):
   env.update(BIRDIE_NOTEBOOK_FAST="1", BIRDIE_NOTEBOOK_WORKDIR=str(workdir), MPLBACKEND="Agg",
              JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, str(script)], cwd=NOTEBOOK.parent, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   out = result.stdout
   assert f"repository: {REPO}" in out
