@@ -11,7 +11,7 @@ from birdie_jax.models import build_model
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, replicated
 from birdie_jax.train.state import make_train_setup
-from birdie_jax.train.step import token_losses
+from birdie_jax.models.forward import token_losses
 from models_helpers import FAMILIES, birdie_rows, tiny_model_config
 from models_helpers import fast_compile  # noqa: F401  (fixture)
 

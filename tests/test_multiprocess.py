@@ -28,13 +28,14 @@ from birdie_jax.data.pipeline import set_mixture_weights
 from birdie_jax.data.sources import load_documents
 from birdie_jax.data.tokenizer import ByteTokenizer
 from birdie_jax.errors import ConfigError
+from birdie_jax.models.forward import make_eval_step, mean_eval_loss
 from birdie_jax.objectives.mixture import state_weights
 from birdie_jax.parallel import distributed
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.state import init_train_state, make_train_setup
-from birdie_jax.train.step import make_eval_step, make_train_step, mean_eval_loss
+from birdie_jax.train.step import make_train_step
 from helpers import ROOT, subprocess_env, tiny_config
 from models_helpers import fast_compile  # noqa: F401  (fixture)
 

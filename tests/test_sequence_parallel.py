@@ -18,7 +18,7 @@ from birdie_jax.ops.sequence_scan import sequence_parallel_scan
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, replicated
 from birdie_jax.train.state import make_train_setup
-from birdie_jax.train.step import token_losses
+from birdie_jax.models.forward import token_losses
 from models_helpers import birdie_rows, tiny_model_config
 from models_helpers import fast_compile  # noqa: F401  (fixture)
 

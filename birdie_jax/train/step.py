@@ -8,9 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# The eval step lives with the forward pass (evaluations share it); train/ may take it from here.
-from birdie_jax.models.forward import (  # noqa: F401
-    Batch, make_eval_step, mean_eval_loss, token_losses)
+from birdie_jax.models.forward import Batch, token_losses
 from birdie_jax.train.nonfinite import all_finite
 from birdie_jax.train.optimizer import learning_rate_schedule
 from birdie_jax.train.state import TrainSetup, TrainState

@@ -11,11 +11,7 @@ set -u
 budget=$1
 out=${2:-}
 start=$(date +%s)
-if [ -d .wheels ] && ! python -c "import ml_collections, sentencepiece" 2>/dev/null; then
-  python -m pip install -q --no-deps --no-index --find-links .wheels --target /tmp/site \
-    ml_collections sentencepiece zstandard 2>&1 | tail -1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
+source experiments/device_wheels.sh
 export PYTHONUNBUFFERED=1
 workdir=${LAB_WORKDIR:-experiments/lab/runs/gpu}
 report=${LAB_REPORT:-experiments/LAB.md}

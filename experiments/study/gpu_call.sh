@@ -16,11 +16,7 @@ arm=$1
 budget=$2
 out=${3:-}
 start=$(date +%s)
-if [ -d .wheels ] && ! python -c "import ml_collections, sentencepiece, zstandard" 2>/dev/null; then
-  python -m pip install -q --no-deps --no-index --find-links .wheels --target /tmp/site \
-    ml_collections sentencepiece zstandard 2>&1 | tail -1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
+source experiments/device_wheels.sh
 export BIRDIE_STUDY_CORPUS=${BIRDIE_STUDY_CORPUS:-data/study} PYTHONUNBUFFERED=1
 workdir=workdirs/study/$arm
 tiny=""
