@@ -12,6 +12,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from birdie_jax.data.curriculum import run_curriculum
+from birdie_jax.data.source_mixture import config_sources
 from birdie_jax.controller.settings import default_settings
 from birdie_jax.evals import settings as eval_settings
 from birdie_jax.errors import ConfigError
@@ -61,9 +62,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.attention_window = 128             # griffin: local attention window in tokens
   c.model.attention_every = 3                # griffin: every n-th block is attention (RRA)
   c.model.rope_base = 250_000.0              # RoPE max wavelength
+  c.model.rope_fraction = 1.0                # share of each head's dims RoPE rotates (RG: 0.5)
   c.model.attention_impl = "auto"            # auto (cuDNN on GPU in bf16) | xla | cudnn
   c.model.conv_width = 4                     # temporal Conv1D taps
   c.model.mlp_expansion = 3.0                # MLP hidden width = expansion * width (8/3 or 3)
+  c.model.embed_scale = "sqrt_width"         # input embedding x: sqrt_width|sqrt_width_bf16|none
+  c.model.logits_soft_cap = 0.0              # c * tanh(logits / c) when > 0 (RecurrentGemma: 30)
   c.model.dtype = "float32"                  # compute: float32 | bfloat16 (params stay float32)
   c.model.scan_impl = "auto"                 # linear_scan: auto|associative|linear|chunked|pallas
   c.model.remat = "none"                     # recompute: none|full (per block)|dots (keeps matmuls)
@@ -71,6 +75,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"                 # embedded | path, dir, glob of .txt/.jsonl | tfds:name
+  c.data.sources = ""                        # or a mixture: "books=0.7:/b/*.jsonl,wiki=0.3:tfds:w"
+  c.data.source_options = ""                 # per source: "wiki.val_fraction=0.01,b.text_field=x"
   c.data.text_field = "text"                 # JSONL / TFDS field holding the document text
   c.data.document_separator = ""             # splits text files into documents ("": file = one)
   c.data.val_fraction = 0.02                 # share of documents held out for validation
@@ -99,6 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 100                   # steps between validation-loss evaluations
   c.train.eval_batches = 4                   # validation batches per evaluation
   c.train.max_nonfinite_in_a_row = 5         # NaN/Inf steps (each skipped) before a rollback
+  c.train.init_from = ""                     # first start: params from a RecurrentGemma ckpt dir
 
   c.controller = default_settings()          # Birdie's reward-driven mixture (controller/)
   c.eval = eval_settings.default_settings()  # retrieval evaluations in training (birdie_jax/evals)
@@ -227,4 +234,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check_allow(config.resume.allow, reference)
   if not isinstance(config.data.source, str) or not config.data.source:
     raise ConfigError("data.source must be 'embedded', a path or glob, or tfds:<name>")
+  if config_sources(config.data) and config.data.source != reference.data.source:
+    raise ConfigError(f"set data.source ({config.data.source}) or data.sources, not both (a "
+                      "mixture may hold that source as one of its entries)")
   run_curriculum(config)  # the lengths fit the rows (built once: training and evals reuse it)

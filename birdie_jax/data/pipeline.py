@@ -15,6 +15,11 @@ restarts them at the consumed position, which takes a moment: change weights at 
 every step). Every process must set the same weights. A checkpoint whose mixture is saved elsewhere
 (the trainer's controller state) saves `without_mixture_weights(iterator)` instead: that state
 restores the position and leaves the weights to the caller.
+
+Several weighted sources (`data.sources`, `source_mixture.MixtureDocuments`) are packed each on
+its own and mixed row by row before batching (`mix_dataset`): each row comes from one source,
+drawn by weight; the iterator state then holds every source's position, the sampler's draw count
+and the tokens drawn from each source (`mix_dataset.source_tokens`).
 """
 from __future__ import annotations
 
@@ -28,11 +33,15 @@ import grain
 import numpy as np
 
 from birdie_jax.data import special_tokens
+from birdie_jax.data.mix_dataset import MIX_KEY
+from birdie_jax.data.mix_dataset import MixIterDataset
 from birdie_jax.data.pack_dataset import PackIterDataset
 from birdie_jax.data.pack_dataset import planner_states
 from birdie_jax.data.packing import DocumentPacker
 from birdie_jax.data.packing import PiecePlanner
 from birdie_jax.data.packing import Row
+from birdie_jax.data.source_mixture import derived_seed
+from birdie_jax.data.source_mixture import MixtureDocuments
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.objectives.mixture import checked_weights
@@ -65,6 +74,9 @@ def make_train_dataset(documents: Sequence[str], tokenizer: Tokenizer, *, seq_le
 
   Process p reads documents p, p + process_count, ...; every epoch is reshuffled; the examples of
   piece k of the i-th document read draw from `default_rng([seed, process_index, i, k])`.
+  `documents` of several sources (`source_mixture.MixtureDocuments`) are packed source by source,
+  each with its own seed (`source_mixture.derived_seed`), and each row's source is drawn by weight
+  (`mix_dataset`).
   """
   if batch_size < 1:
     raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -72,6 +84,32 @@ def make_train_dataset(documents: Sequence[str], tokenizer: Tokenizer, *, seq_le
     raise ConfigError(f"process_index {process_index} is not in [0, {process_count})")
   if isinstance(make_example, Mixture) and make_example.seq_len != seq_len:
     raise ConfigError(f"the mixture was built for seq_len {make_example.seq_len}, not {seq_len}")
+  rows = functools.partial(_packed_rows, tokenizer=tokenizer, seq_len=seq_len,
+                           process_index=process_index, process_count=process_count,
+                           make_example=make_example, gap=gap)
+  if isinstance(documents, MixtureDocuments):
+    sources = {}
+    for name, part in documents.parts.items():
+      try:
+        sources[name] = rows(part, seed=derived_seed(seed, name))
+      except ConfigError as e:
+        raise ConfigError(f"data source {name}: {e}") from None
+    dataset = MixIterDataset(sources, [documents.weights[name] for name in sources],
+                             seed=derived_seed(seed, MIX_KEY), process_index=process_index)
+  else:
+    dataset = rows(documents, seed=seed)
+  dataset = dataset.batch(batch_size, drop_remainder=True)
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (notebooks, tests)
+      flags.FLAGS.mark_as_parsed()
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return dataset
+
+
+def _packed_rows(documents: Sequence[str], *, tokenizer: Tokenizer, seq_len: int, seed: int,
+                 process_index: int, process_count: int,
+                 make_example: PiecePlanner | Objective, gap: int) -> grain.IterDataset:
+  """This process's packed rows of `documents`, endlessly (see `make_train_dataset`)."""
   shard = grain.MapDataset.source(documents)[process_index::process_count]
   if not len(shard):
     raise ConfigError(f"process {process_index} of {process_count} gets no document "
@@ -83,12 +121,7 @@ def make_train_dataset(documents: Sequence[str], tokenizer: Tokenizer, *, seq_le
   packer()  # validates seq_len and gap now rather than inside an iterator
   tokens = (shard.shuffle(seed=seed).repeat(None).map_with_index(_TokenizeWithIndex(tokenizer))
             .to_iter_dataset(_READ_OPTIONS))
-  dataset = PackIterDataset(tokens, packer).batch(batch_size, drop_remainder=True)
-  if num_workers > 0:
-    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (notebooks, tests)
-      flags.FLAGS.mark_as_parsed()
-    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-  return dataset
+  return PackIterDataset(tokens, packer)
 
 
 def make_validation_batches(documents: Sequence[str], tokenizer: Tokenizer, *, seq_len: int,

@@ -9,6 +9,10 @@ long texts in chunks and the packer cuts them into pieces); a text that turns ou
 '', which the packer skips. A file source of one document (nanoGPT's input.txt) is cut into
 pieces at line breaks, with a note, so that both splits have some; `document_separator` splits
 text files at their real document boundaries instead.
+
+A run reads its data through `run_documents(config.data, split)`: the documents of `data.source`,
+or with `data.sources` (a weighted mixture, see `source_mixture`) a `MixtureDocuments` holding the
+split of every source, each read by `load_documents` with its own val_fraction and text_field.
 """
 from __future__ import annotations
 
@@ -17,12 +21,15 @@ import os
 import pathlib
 
 from birdie_jax.console import log_progress
+from birdie_jax.console import log_warning
 from birdie_jax.data import embedded_corpus
 from birdie_jax.data import file_source
 from birdie_jax.data import tfds_source
 from birdie_jax.data.documents import Documents
 from birdie_jax.data.documents import SourceStats
 from birdie_jax.data.documents import split_indices
+from birdie_jax.data.source_mixture import config_sources
+from birdie_jax.data.source_mixture import MixtureDocuments
 from birdie_jax.data.split_cache import split_index
 from birdie_jax.errors import ConfigError
 
@@ -155,3 +162,32 @@ def load_documents(source: str, split: str, *, val_fraction: float, text_field: 
     documents = Documents(texts, split_index(len(texts), split, val_fraction, cache_dir), stats)
   _check_has_text(documents, source, split, text_field)
   return documents
+
+
+def run_documents(data_config, split: str, *, tfds_data_dir: str | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None) -> Documents:
+  """The documents of `split` of a run's data (its config's `data` section): `load_documents` of
+  `data.source`, or for `data.sources` a `MixtureDocuments` of every source's split. A mixture's
+  skipped documents are reported here, one warning line per source (for the train split only:
+  both splits read the same files); a single source's are left to the caller, as before.
+
+  Raises:
+    ConfigError: as `load_documents`, naming the source of a mixture.
+  """
+  common = dict(document_separator=data_config.document_separator, tfds_data_dir=tfds_data_dir,
+                cache_dir=cache_dir)
+  specs = config_sources(data_config)
+  if not specs:
+    return load_documents(data_config.source, split, val_fraction=data_config.val_fraction,
+                          text_field=data_config.text_field, **common)
+  parts = {}
+  for spec in specs:
+    try:
+      parts[spec.name] = load_documents(spec.source, split, val_fraction=spec.val_fraction,
+                                        text_field=spec.text_field, **common)
+    except ConfigError as e:
+      raise ConfigError(f"data.sources {spec.name}: {e}") from None
+    if split == "train" and skipped_note(parts[spec.name].stats):
+      log_warning(f"data source {spec.name} ({spec.source}): "
+                  f"{skipped_note(parts[spec.name].stats)}")
+  return MixtureDocuments(parts, specs)

@@ -37,12 +37,12 @@ RUN_FILE = "run.json"
 MODEL_KEYS = tuple(f"model.{k}" for k in (
     "family", "preset", "bidirectional", "bidirectional_every", "width", "depth", "lru_width",
     "num_heads", "num_kv_heads", "head_dim", "attention_window", "attention_every", "rope_base",
-    "conv_width", "mlp_expansion"))
+    "conv_width", "mlp_expansion", "rope_fraction", "embed_scale", "logits_soft_cap"))
 IDENTITY_KEYS = ("seed", "curriculum", *MODEL_KEYS, "model.dtype",
-                 *(f"data.{k}" for k in ("source", "text_field", "document_separator",
-                                         "val_fraction", "gap", "length_scale", "class_weights",
-                                         "tokenizer.kind", "tokenizer.vocab_size",
-                                         "tokenizer.model_path")),
+                 *(f"data.{k}" for k in ("source", "sources", "source_options", "text_field",
+                                         "document_separator", "val_fraction", "gap",
+                                         "length_scale", "class_weights", "tokenizer.kind",
+                                         "tokenizer.vocab_size", "tokenizer.model_path")),
                  "train.seq_len", "train.batch_size")
 
 Change = tuple[str, Any, Any]  # key, the run's value, the config's value

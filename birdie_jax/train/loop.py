@@ -42,7 +42,7 @@ from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.lookahead import Lookahead
 from birdie_jax.data.packing import padding_fraction
 from birdie_jax.data.pipeline import make_train_dataset, make_validation_batches
-from birdie_jax.data.sources import load_documents, skipped_note
+from birdie_jax.data.sources import run_documents, skipped_note
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
@@ -51,13 +51,13 @@ from birdie_jax.objectives.mixture import Mixture
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
 from birdie_jax.train.actions import Action, Checkpoint, Evaluation, MixtureController
-from birdie_jax.train.actions import ValidationLoss
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.identity import check_resume
 from birdie_jax.train.mixture_control import MixtureControl
 from birdie_jax.train.metrics import Eta, MetricsWriter, Throughput, progress_line
 from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal, stopped_by_error
+from birdie_jax.train.source_metrics import source_tokens, validation_batches, validation_loss
 from birdie_jax.train.state import TrainSetup, TrainState, init_train_state, make_train_setup
 from birdie_jax.train.step import make_train_step
 from birdie_jax.train.workdir_lock import hold_workdir
@@ -154,10 +154,11 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
       seed=config.seed, process_index=pi, process_count=pc, make_example=mixture,
       gap=config.data.gap, num_workers=config.data.num_workers)
   data_iter = Lookahead(iter(dataset), retries=config.data.read_retries)
-  val_batches = [_to_global(b, mesh, rules) for b in make_validation_batches(
-      val_docs[pi::pc], tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
-      num_batches=config.train.eval_batches, seed=config.seed, make_example=mixture,
-      gap=config.data.gap)]
+  val_batches = validation_batches(val_docs, lambda docs: [  # per source for data.sources
+      _to_global(b, mesh, rules) for b in make_validation_batches(
+          docs[pi::pc], tokenizer, seq_len=config.train.seq_len, batch_size=local_batch,
+          num_batches=config.train.eval_batches, seed=config.seed, make_example=mixture,
+          gap=config.data.gap)])
   if control is not None:
     control.build_validation_sets(val_docs[pi::pc], tokenizer,
                                   lambda b: _to_global(b, mesh, rules),
@@ -187,8 +188,8 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   total = config.train.steps
   controller = (None if control is None
                 else MixtureController(control, eval_step, data_iter, workdir))
-  actions = [ValidationLoss(eval_step, val_batches, every=config.train.eval_every, total=total,
-                            guard=guard),
+  actions = [validation_loss(eval_step, val_batches, val_docs, every=config.train.eval_every,
+                             total=total, guard=guard),
              *([controller] if controller else []),
              *([Evaluation(evaluator, workdir)] if evaluator else [])]
   checkpoint = Checkpoint(checkpointer, data_iter, meta, writer,
@@ -202,10 +203,9 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
 
 
 def _documents(config: ml_collections.ConfigDict, split: str):
-  """The documents of `split` ('train' or 'validation') of the run's data source."""
-  return load_documents(config.data.source, split, val_fraction=config.data.val_fraction,
-                        text_field=config.data.text_field,
-                        document_separator=config.data.document_separator)
+  """The documents of `split` ('train' or 'validation') of the run's data source (or of every
+source of its `data.sources` mixture)."""
+  return run_documents(config.data, split)
 
 
 def _restore_or_init(config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer,
@@ -300,6 +300,8 @@ def _own_row(run: Run, step: int, metrics, host_batch: dict[str, np.ndarray], sk
     return {}
   scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
   scalars["padding_fraction"] = padding_fraction(host_batch)  # this process's rows
+  if run.config.data.sources:
+    scalars.update(source_tokens(run.data_iter))  # source_tokens/<name>, cumulative
   scalars.update(run.throughput.report(step))
   return scalars
 
