@@ -45,8 +45,14 @@ def resolve_implementation(name: str, dtype: jnp.dtype, head_dim: int) -> str | 
   return "cudnn" if fused else None
 
 
-def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-  """Rotary embedding of (B, L, N, H) `x` at (B, L) `positions` (computed in float32)."""
+def rope(x: jax.Array, positions: jax.Array, base: float, dims: int | None = None) -> jax.Array:
+  """Rotary embedding of (B, L, N, H) `x` at (B, L) `positions` (computed in float32).
+
+  `dims` < H rotates only the first `dims` of each head's H dims (as if they were the head) and
+  passes the rest through: RecurrentGemma rotates half of each head (`model.rope_fraction` 0.5).
+  """
+  if dims is not None and dims < x.shape[-1]:
+    return jnp.concatenate([rope(x[..., :dims], positions, base), x[..., dims:]], axis=-1)
   half = x.shape[-1] // 2
   inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angle = positions.astype(jnp.float32)[..., None, None] * inv_freq
@@ -72,6 +78,11 @@ def attention_mask(segment_ids: jax.Array, prefix_mask: jax.Array, *, prefix_lm:
   return (allowed & same)[:, None]
 
 
+def rope_dims(head_dim: int, fraction: float) -> int:
+  """How many of a head's dims RoPE rotates: round(fraction * head_dim)."""
+  return int(round(fraction * head_dim))
+
+
 def _to_ring(x: jax.Array, slots: int) -> jax.Array:
   """Columns L - slots .. L - 1 of (B, L, ...) `x` (zeros before column 0), each at column %
   slots."""
@@ -86,7 +97,7 @@ class Attention(nnx.Module):
 
   def __init__(self, width: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
                rngs: nnx.Rngs, dtype: jnp.dtype, prefix_lm: bool, window: int = 0,
-               rope_base: float = 250_000.0, impl: str = "auto"):
+               rope_base: float = 250_000.0, rope_fraction: float = 1.0, impl: str = "auto"):
     def param(shape, names, in_axis, out_axis):
       init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
                                                in_axis=in_axis, out_axis=out_axis)
@@ -101,6 +112,7 @@ class Attention(nnx.Module):
     self.prefix_lm = prefix_lm
     self.window = window
     self.rope_base = rope_base
+    self.rope_dims = rope_dims(head_dim, rope_fraction)
     self.impl = resolve_implementation(impl, dtype, head_dim)
 
   @staticmethod
@@ -115,7 +127,8 @@ class Attention(nnx.Module):
     q = proj(self.q, ("batch", "length", "heads", "head_dim"))
     k = proj(self.k, ("batch", "length", "kv_heads", "head_dim"))
     v = proj(self.v, ("batch", "length", "kv_heads", "head_dim"))
-    return rope(q, positions, self.rope_base), rope(k, positions, self.rope_base), v
+    return (rope(q, positions, self.rope_base, self.rope_dims),
+            rope(k, positions, self.rope_base, self.rope_dims), v)
 
   def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
@@ -155,7 +168,8 @@ def attention_block(config: ModelConfig, *, window: int, rngs: nnx.Rngs) -> Resi
   dtype = as_dtype(config.dtype)
   mixer = Attention(config.width, config.num_heads, config.num_kv_heads, config.head_dim,
                     rngs=rngs, dtype=dtype, prefix_lm=config.bidirectional, window=window,
-                    rope_base=config.rope_base, impl=config.attention_impl)
+                    rope_base=config.rope_base, rope_fraction=config.rope_fraction,
+                    impl=config.attention_impl)
   mlp = MLP(config.width, mlp_hidden(config), rngs=rngs, dtype=dtype)
   return ResidualBlock(config.width, mixer, mlp)
 

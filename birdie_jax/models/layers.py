@@ -6,6 +6,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
 from flax import nnx
 
 from birdie_jax.parallel.sharding import constrain
@@ -37,24 +39,46 @@ class RMSNorm(nnx.Module):
     return y.astype(x.dtype)
 
 
-class Embedder(nnx.Module):
-  """Token embedding (std 1/sqrt(width), scaled by sqrt(width) on the way in) tied to the output."""
+EMBED_SCALES = ("sqrt_width", "sqrt_width_bf16", "none")  # `model.embed_scale`
 
-  def __init__(self, vocab_size: int, width: int, *, rngs: nnx.Rngs, dtype: jnp.dtype):
+
+class Embedder(nnx.Module):
+  """Token embedding (std 1/sqrt(width)) tied to the output.
+
+  `scale` (`model.embed_scale`) multiplies the embedding on the way in: 'sqrt_width' (ours) by
+  sqrt(width) in float32; 'sqrt_width_bf16' by sqrt(width) rounded to bfloat16, as RecurrentGemma's
+  2B/9B do ("to match training"; 2560 -> 50.5, not 50.596); 'none' leaves it (the Griffin
+  paper's 7B models). `soft_cap` (`model.logits_soft_cap`, 0: off) bounds the logits to
+  (-c, c) with c * tanh(logits / c), RecurrentGemma's final soft cap (30 for its 2B/9B).
+  """
+
+  def __init__(self, vocab_size: int, width: int, *, rngs: nnx.Rngs, dtype: jnp.dtype,
+               scale: str = "sqrt_width", soft_cap: float = 0.0):
+    if scale not in EMBED_SCALES:
+      raise ValueError(f"embed scale must be one of {EMBED_SCALES}, got {scale!r}")
     init = nnx.initializers.normal(stddev=width**-0.5)
     self.table = nnx.Param(init(rngs.params(), (vocab_size, width), jnp.float32),
                            out_sharding=("vocab", "embed"))
     self.width = width
     self.dtype = dtype
+    self.scale = scale
+    self.soft_cap = float(soft_cap)
 
   def encode(self, tokens: jax.Array) -> jax.Array:
-    x = jnp.take(self.table[...], tokens, axis=0) * jnp.sqrt(float(self.width))
+    x = jnp.take(self.table[...], tokens, axis=0)
+    if self.scale == "sqrt_width":
+      x = x * jnp.sqrt(float(self.width))
+    elif self.scale == "sqrt_width_bf16":  # their float32 sqrt(width), rounded to bfloat16
+      x = x * float(ml_dtypes.bfloat16(np.float32(math.sqrt(self.width))))
     return constrain(x.astype(self.dtype), ("batch", "length", "act_embed"))
 
   def decode(self, x: jax.Array) -> jax.Array:
-    """Logits in float32 (the matmul runs in the compute dtype, accumulating in float32)."""
+    """Logits in float32 (the matmul runs in the compute dtype, accumulating in float32), soft-capped
+    when `soft_cap` > 0."""
     logits = jnp.einsum("bld,vd->blv", x, self.table[...].astype(self.dtype),
                         preferred_element_type=jnp.float32)
+    if self.soft_cap > 0:
+      logits = self.soft_cap * jnp.tanh(logits / self.soft_cap)
     return constrain(logits, ("batch", "length", "vocab"))
 
 

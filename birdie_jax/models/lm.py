@@ -36,7 +36,8 @@ class LanguageModel(nnx.Module):
   """
 
   def __init__(self, config: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs):
-    self.embed = Embedder(vocab_size, config.width, rngs=rngs, dtype=as_dtype(config.dtype))
+    self.embed = Embedder(vocab_size, config.width, rngs=rngs, dtype=as_dtype(config.dtype),
+                          scale=config.embed_scale, soft_cap=config.logits_soft_cap)
     self.blocks = BlockStack(self.make_blocks(config, rngs), scan=config.scan_layers,
                              remat=config.remat)
     self.final_norm = RMSNorm(config.width)

@@ -40,9 +40,13 @@ class ModelConfig:
     attention_window: Griffin's local attention window, in tokens.
     attention_every: Griffin's pattern: block i is attention when i % n == n - 1.
     rope_base: RoPE's maximum wavelength.
+    rope_fraction: the share of each head's dims RoPE rotates, the first ones (RecurrentGemma: 0.5).
     attention_impl: auto | xla | cudnn (`attention.resolve_implementation`).
     conv_width: the temporal Conv1D's taps.
     mlp_expansion: the MLP's hidden width is round(mlp_expansion * width).
+    embed_scale: the input embedding's multiplier: sqrt_width | sqrt_width_bf16 (RecurrentGemma
+      2B/9B) | none (`layers.Embedder`).
+    logits_soft_cap: c > 0 bounds the logits with c * tanh(logits / c) (RecurrentGemma: 30); 0: off.
     dtype: the compute dtype, float32 | bfloat16 (parameters stay float32).
     scan_impl: the `ops.scan.linear_scan` implementation of the recurrences.
     remat: what each block keeps for the backward pass (`remat.py`).
@@ -62,9 +66,12 @@ class ModelConfig:
   attention_window: int
   attention_every: int
   rope_base: float
+  rope_fraction: float
   attention_impl: str
   conv_width: int
   mlp_expansion: float
+  embed_scale: str
+  logits_soft_cap: float
   dtype: str
   scan_impl: str
   remat: str

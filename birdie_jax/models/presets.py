@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from birdie_jax.errors import ConfigError
+from birdie_jax.models.attention import rope_dims
+from birdie_jax.models.layers import EMBED_SCALES
 from birdie_jax.models.model_config import ModelConfig
 
 PRESET_NAMES = ("tiny", "150m", "400m", "1.4b", "7b")
@@ -106,6 +108,17 @@ def validate_model_config(config: ModelConfig | Mapping[str, Any]) -> None:
       raise ConfigError(f"model.head_dim ({config.head_dim}) must be even for RoPE")
     if config.rope_base <= 1.0:
       raise ConfigError(f"model.rope_base must exceed 1, got {config.rope_base}")
+  if config.embed_scale not in EMBED_SCALES:
+    raise ConfigError(f"model.embed_scale must be one of {EMBED_SCALES}, got {config.embed_scale!r}")
+  if not 0.0 <= config.logits_soft_cap < math.inf:
+    raise ConfigError(f"model.logits_soft_cap must be 0 (off) or positive, "
+                      f"got {config.logits_soft_cap}")
+  if config.family in _ATTENTION:
+    dims = rope_dims(config.head_dim, config.rope_fraction)
+    if not 0.0 < config.rope_fraction <= 1.0 or dims < 2 or dims % 2:
+      raise ConfigError(f"model.rope_fraction ({config.rope_fraction:g}) x model.head_dim "
+                        f"({config.head_dim}) must be an even number of rotated dims in "
+                        f"[2, head_dim], got {dims}")
   if config.family == "griffin" and config.depth < config.attention_every:
     raise ConfigError(f"griffin needs model.depth >= model.attention_every "
                       f"({config.attention_every}) to have an attention block, "
