@@ -18,7 +18,7 @@ A unit is a subpackage of birdie_jax (`train`, `evals`, ...), a top-level module
   train     train: the loop, checkpoints, the mixture controller's loop side, fine-tuning; it may
             run evaluations, never the reverse
   top       bench, lab, experiments, configs and the entry points main, evaluate, generate, aot,
-            trained_run (inference tools above training: they read its checkpoints)
+            trained_run, lm_eval (inference tools above training: they read its checkpoints)
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ LAYERS = (
     ("config",),
     ("train",),
     ("bench", "lab", "experiments", "configs", "main", "evaluate", "generate", "aot",
-     "trained_run"),
+     "trained_run", "lm_eval"),
 )
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 TREES = ("birdie_jax", "experiments", "configs")  # folders whose files are read
