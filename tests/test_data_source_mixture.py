@@ -4,6 +4,7 @@ state, the read-ahead, Orbax, the training loop's own checkpoints), one-line con
 single-source pipeline unchanged."""
 import functools
 import json
+import shutil
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -285,9 +286,9 @@ def test_a_single_source_is_read_as_before():
 
 
 def test_a_training_run_logs_per_source_tokens_and_losses_and_resumes_exactly(tmp_path, capsys):
-  """Two starts of the real loop (2 steps, then a third after a restore): the counts logged at
-  each step are those of the batches an uninterrupted pipeline draws, and val_loss is the
-  weighted mean of the sources' losses."""
+  """The real loop, checkpointing every step: a second start from checkpoint 1 trains step 2 on
+  the same batch as the first start did (same loss, same counts); the counts logged are those of
+  the batches an independent pipeline draws; val_loss is the sources' weighted mean."""
   for name, char in (("a", "x"), ("b", "y")):
     (tmp_path / name).mkdir()
     for i in range(12):
@@ -297,25 +298,28 @@ def test_a_training_run_logs_per_source_tokens_and_losses_and_resumes_exactly(tm
   config.data.source_options = "b.val_fraction=0.2"
   config.data.val_fraction = 0.2
   config.train.steps = 2  # the compiled step of tests/test_bad_input.py
-  workdir = str(tmp_path / "run")
-  loop.train_and_evaluate(config, workdir)
-  config.train.steps = 3
-  final = loop.train_and_evaluate(config, workdir)
-  assert "resumed from step 2" in capsys.readouterr().out
-  rows = {}
-  for line in open(f"{workdir}/metrics.jsonl"):
-    row = json.loads(line)
-    rows[row["step"]] = row
-  weights = {"a": 0.75, "b": 0.25}
-  assert final["val_loss"] == pytest.approx(
-      sum(w * final[f"source_val_loss/{n}"] for n, w in weights.items()), rel=1e-12)
+  config.checkpoint.every_steps = 1
+  workdir = tmp_path / "run"
+  loop.train_and_evaluate(config, str(workdir))
+  shutil.rmtree(workdir / "checkpoints" / "2")  # as if stopped after the checkpoint of step 1
+  loop.train_and_evaluate(config, str(workdir))
+  assert "resumed from step 1" in capsys.readouterr().out
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [row["step"] for row in rows] == [1, 2, 2]
+  uninterrupted, resumed = rows[1], rows[2]
+  for key in ("loss", "source_tokens/a", "source_tokens/b", "val_loss", "source_val_loss/a",
+              "source_val_loss/b"):
+    assert resumed[key] == uninterrupted[key], key
+  assert resumed["val_loss"] == pytest.approx(
+      0.75 * resumed["source_val_loss/a"] + 0.25 * resumed["source_val_loss/b"], rel=1e-12)
   iterator = iter(make_train_dataset(
       run_documents(config.data, "train"), TOKENIZER, seq_len=64, batch_size=8, seed=config.seed,
       make_example=make_mixture(TOKENIZER, curriculum="ntp", seq_len=64)))
   counts, of = {"a": 0, "b": 0}, {"x": "a", "y": "b"}
-  for step in (1, 2, 3):
+  for row in rows[:2]:
     batch = next(iterator)
     for source, seg in zip(_row_sources(batch), batch["segment_ids"]):
       counts[of[source]] += int(np.count_nonzero(seg))
-    assert {name: rows[step][f"source_tokens/{name}"] for name in counts} == counts
+    assert {name: row[f"source_tokens/{name}"] for name in counts} == counts
+  assert counts["a"] and counts["b"]
   iterator.close()

@@ -190,4 +190,8 @@ def run_documents(data_config, split: str, *, tfds_data_dir: str | None = None,
     if split == "train" and skipped_note(parts[spec.name].stats):
       log_warning(f"data source {spec.name} ({spec.source}): "
                   f"{skipped_note(parts[spec.name].stats)}")
+  if split == "train":
+    log_progress("data.sources: " + ", ".join(
+        f"{spec.name} {spec.weight:g} ({len(parts[spec.name]):,} training documents)"
+        for spec in specs))
   return MixtureDocuments(parts, specs)

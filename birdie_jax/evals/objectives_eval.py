@@ -31,7 +31,7 @@ import optax
 from birdie_jax.controller.settings import CONTROLLED_CURRICULA
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.pipeline import make_validation_sets
-from birdie_jax.data.sources import load_documents
+from birdie_jax.data.sources import run_documents
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.models.forward import batch_logits
@@ -110,10 +110,7 @@ def objective_competence(config: ml_collections.ConfigDict, tokenizer: Tokenizer
   mixture = run_mixture(config, tokenizer)
   recipe = validation_recipe(config, placed.mesh, rows=rows, batches=batches)
   pi, pc = jax.process_index(), jax.process_count()
-  documents = load_documents(config.data.source, "validation",
-                             val_fraction=config.data.val_fraction,
-                             text_field=config.data.text_field,
-                             document_separator=config.data.document_separator)
+  documents = run_documents(config.data, "validation")  # of data.source, or a data.sources mix
   sets = make_validation_sets(documents[pi::pc], tokenizer, mixture,
                               seq_len=config.train.seq_len, batch_size=recipe["rows"] // pc,
                               num_batches=recipe["batches"], seed=recipe["seed"],
