@@ -183,10 +183,11 @@ def test_a_changed_source_list_keeps_the_positions_of_the_sources_it_keeps(capsy
   resumed.close()
   single = iter(make_train_dataset(list(two.parts["a"]), TOKENIZER, seq_len=SEQ_LEN,
                                    batch_size=BATCH, seed=0))
+  mixed = iter(_dataset(two))
   with pytest.raises(ConfigError, match="one data source"):
-    resumed = iter(_dataset(two))
-    resumed.set_state(single.get_state())
+    mixed.set_state(single.get_state())
   single.close()
+  mixed.close()
 
 
 def test_each_source_has_its_own_disjoint_split(tmp_path):
