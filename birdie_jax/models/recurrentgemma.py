@@ -220,14 +220,14 @@ def model_config(arch: Architecture, base: ModelConfig) -> ModelConfig:
   scale = "sqrt_width_bf16" if arch.embeddings_scale_by_sqrt_dim else "none"
   shape = dict(preset="", width=arch.width, depth=len(arch.block_types), lru_width=arch.lru_width,
                num_heads=arch.num_heads, conv_width=arch.conv_width, mlp_expansion=expansion,
-               embed_scale=scale, logits_soft_cap=float(arch.logits_soft_cap))
+               embed_scale=scale, logits_soft_cap=float(arch.logits_soft_cap),
+               attention_window=arch.attention_window_size + 1)  # a Hawk's: unused, kept
   if not arch.griffin:
     return dataclasses.replace(base, family="hawk", **shape)
   if arch.width % arch.num_heads:
     raise ConfigError(f"width {arch.width} is not a multiple of num_heads {arch.num_heads}")
   return dataclasses.replace(
       base, family="griffin", num_kv_heads=1, head_dim=arch.width // arch.num_heads,
-      attention_window=arch.attention_window_size + 1,
       attention_every=_attention_every(arch.block_types), rope_base=ROPE_BASE,
       rope_fraction=ROPE_FRACTION, **shape)
 

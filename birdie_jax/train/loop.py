@@ -55,6 +55,7 @@ from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.identity import check_resume
 from birdie_jax.train.mixture_control import MixtureControl
 from birdie_jax.train.metrics import Eta, MetricsWriter, Throughput, progress_line
+from birdie_jax.train.init_from import init_params
 from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal, stopped_by_error
 from birdie_jax.train.source_metrics import source_tokens, validation_batches, validation_loss
@@ -214,8 +215,8 @@ def _restore_or_init(config: ml_collections.ConfigDict, workdir: str, checkpoint
   """The newest checkpoint's state (moving `data_iter` and `control` to it), or a fresh one."""
   restored = checkpointer.restore_latest(
       setup, data_iter, None if control is None else control.abstract_state())
-  if restored is None:
-    return init_train_state(config, setup, vocab_size)
+  if restored is None:  # a first start: fresh params, or those of `train.init_from`
+    return init_train_state(config, setup, vocab_size, init_params(config, setup, vocab_size))
   latest, state, controller_state = restored
   if control is not None:
     control.state = controller_state

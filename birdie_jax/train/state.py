@@ -59,12 +59,14 @@ def make_train_setup(config: ml_collections.ConfigDict, vocab_size: int, mesh: M
 
 
 def init_train_state(config: ml_collections.ConfigDict, setup: TrainSetup,
-                     vocab_size: int) -> TrainState:
-  """Initialises params and optimizer state directly in their shardings."""
+                     vocab_size: int, params: Any = None) -> TrainState:
+  """Initialises params (or takes `params`, placed params such as `train/init_from.py` loads,
+  donated) and the optimizer state directly in their shardings."""
 
-  def init() -> TrainState:
-    model = build_model(config.model, vocab_size, rngs=nnx.Rngs(config.seed))
-    params = nnx.to_pure_dict(nnx.split(model)[1])
+  def init(params) -> TrainState:
+    if params is None:
+      model = build_model(config.model, vocab_size, rngs=nnx.Rngs(config.seed))
+      params = nnx.to_pure_dict(nnx.split(model)[1])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.tx.init(params),
                       rng=jax.random.key_data(jax.random.key(config.seed + 1)).astype(jnp.uint32))
 
@@ -75,7 +77,7 @@ def init_train_state(config: ml_collections.ConfigDict, setup: TrainSetup,
   # whole leaves: use it only while no param is sharded. No effect on CPU or TPU.
   sharded = any(not s.is_fully_replicated for s in jax.tree.leaves(setup.state_shardings.params))
   with jax.set_mesh(setup.mesh), _threefry_gpu_kernel(not sharded):
-    return jax.jit(init, out_shardings=setup.state_shardings)()
+    return jax.jit(init, out_shardings=setup.state_shardings, donate_argnums=0)(params)
 
 
 @contextlib.contextmanager
