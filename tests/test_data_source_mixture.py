@@ -186,6 +186,8 @@ def test_a_changed_source_list_keeps_the_positions_of_the_sources_it_keeps(capsy
   mixed = iter(_dataset(two))
   with pytest.raises(ConfigError, match="one data source"):
     mixed.set_state(single.get_state())
+  with pytest.raises(ConfigError, match="not of one data source"):  # and the other way round
+    single.set_state(mixed.get_state())
   single.close()
   mixed.close()
 

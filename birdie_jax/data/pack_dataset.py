@@ -20,6 +20,7 @@ import grain
 from birdie_jax.data.packing import DocumentPacker
 from birdie_jax.data.packing import Row
 from birdie_jax.data.packing import StatefulPlanner
+from birdie_jax.errors import ConfigError
 
 _PLANNER_KEY = "planner"  # the pack stage's planner state; on disk in checkpoints: keep the name
 
@@ -83,6 +84,10 @@ class _PackIterator(grain.DatasetIterator):
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Rewinds the parent to `state['parent']`; that document is re-read and cut at the offset."""
+    if "parent" not in state:  # e.g. a data.sources mixture's position (data/mix_dataset.py)
+      raise ConfigError("the saved data position is not of one data source (a data.sources "
+                        "mixture?), and this run reads data.source: it does not carry over; "
+                        "use a new --workdir")
     planner = self._packer.planner
     if _PLANNER_KEY in state:
       if not isinstance(planner, StatefulPlanner):
