@@ -29,6 +29,7 @@ from birdie_jax import cli  # noqa: E402
 from birdie_jax import lm_eval as adapter  # noqa: E402
 from birdie_jax.data import special_tokens  # noqa: E402
 from birdie_jax.data.tokenizer import ByteTokenizer  # noqa: E402
+from birdie_jax.evals import harness_model  # noqa: E402
 from birdie_jax.evals.harness_model import cut_at  # noqa: E402
 from birdie_jax.models.forward import batch_logits, token_losses  # noqa: E402
 from birdie_jax.models.placed import place_model  # noqa: E402
@@ -54,7 +55,7 @@ def workdir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("run"))
   config = tiny_config()
   config.curriculum = "birdie"
-  config.model.bidirectional = True
+  config.model.update(bidirectional=True, depth=1)  # one block: half the compile time
   config.train.seq_len = SEQ_LEN
   check_resume(config, path).record_start(config, ByteTokenizer())
   placed = place_model(config.model, ByteTokenizer().vocab_size, make_mesh(config.mesh.shape),
@@ -136,6 +137,10 @@ def test_loglikelihood_is_the_forward_pass_sum_and_is_greedy_is_the_argmax(model
   pairs = [("Two plus two is", " four"), ("The sky is ", "blue"), ("", "Hello world"),
            ("x" * 80, " long context"), ("Q: 1+1?\nA:", " 2")]
   got = model.loglikelihood(_requests("loglikelihood", pairs))
+  with mock.patch.object(harness_model, "_PACK_REQUESTS", 2):  # packed two requests at a time
+    again = model.loglikelihood(_requests("loglikelihood", pairs))
+  assert [g for _, g in again] == [g for _, g in got]
+  np.testing.assert_allclose([lp for lp, _ in again], [lp for lp, _ in got], rtol=1e-5)
   for (context, continuation), (logp, greedy) in zip(pairs, got):
     # lm-eval's boundary: the context's trailing spaces belong to the continuation; the context
     # loses bytes from the left to fit seq_len.

@@ -53,11 +53,13 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 import optax
+from tqdm import tqdm
 
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import LM
 from lm_eval.models.utils import normalize_gen_kwargs
 
+from birdie_jax.console import log_warning
 from birdie_jax.data import special_tokens
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.evals.layout import Layout
@@ -67,13 +69,13 @@ from birdie_jax.parallel.sharding import axis_rules
 
 Pair = tuple[list[int], list[int]]  # (context ids, continuation ids)
 _NO_TOKEN = -1  # get_rolling_token_windows' prefix token: dropped, the layout's BEGIN replaces it
+_PACK_REQUESTS = 4096  # requests packed at a time (bounds the host memory of their rows)
 
 
 def split_whitespace(context: str, continuation: str) -> tuple[str, str]:
   """lm-eval's word boundary: the context's trailing whitespace moves to the continuation."""
-  n = len(context) - len(context.rstrip())
-  return (context[:len(context) - n], context[len(context) - n:] + continuation) if n else (
-      context, continuation)
+  stripped = context.rstrip()
+  return stripped, context[len(stripped):] + continuation
 
 
 def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> Pair:
@@ -150,47 +152,56 @@ class HarnessModel(LM):
       return fn(*args)
 
   def _forward(self, rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-position target log-probabilities and greedy matches of packed rows, `batch_size`
-    rows per pass (one shape: a single compiled program)."""
-    logps, greedy = [], []
+    """Per-position target log-probabilities and greedy matches of `batch_size` packed rows (one
+    shape: a single compiled program)."""
     n = len(rows["inputs"])
-    for start in range(0, n, self.batch_size):
-      stop = min(n, start + self.batch_size)
-      # Extra rows are all padding (segment 0): scored nowhere, and they keep the shape fixed.
-      batch = {k: np.zeros((self.batch_size,) + v.shape[1:], v.dtype) for k, v in rows.items()}
-      for k, v in rows.items():
-        batch[k][:stop - start] = v[start:stop]
-      batch = {k: jax.device_put(v, self._replicated) for k, v in batch.items()}
-      lp, g = jax.device_get(self._run(_target_scores, self.placed.graphdef, self._rules,
-                                       self.params, batch))
-      logps.append(lp[:stop - start])
-      greedy.append(g[:stop - start])
-    return np.concatenate(logps), np.concatenate(greedy)
+    # Extra rows are all padding (segment 0): scored nowhere, and they keep the shape fixed.
+    batch = {k: np.zeros((self.batch_size,) + v.shape[1:], v.dtype) for k, v in rows.items()}
+    for k, v in rows.items():
+      batch[k][:n] = v
+    batch = {k: jax.device_put(v, self._replicated) for k, v in batch.items()}
+    logp, greedy = jax.device_get(self._run(_target_scores, self.placed.graphdef, self._rules,
+                                            self.params, batch))
+    return logp[:n], greedy[:n]
 
-  def score_tokens(self, pairs: Sequence[Pair]) -> list[tuple[float, bool]]:
+  def score_tokens(self, pairs: Sequence[Pair], *,
+                   disable_tqdm: bool = True) -> list[tuple[float, bool]]:
     """(sum of log p(continuation token), whether greedy decoding gives the continuation) of
     each (context ids, continuation ids) pair, in order; an empty continuation scores (0, True)."""
     fitted = [self._fit(c, t) for c, t in pairs]
+    cut = sum(len(f[0]) < len(p[0]) for f, p in zip(fitted, pairs))
+    if cut:
+      log_warning(f"{cut} of {len(pairs)} requests exceed seq_len {self.seq_len}: their contexts "
+                  "lose tokens from the left")
     todo = sorted((i for i, (_, t) in enumerate(fitted) if t),
                   key=lambda i: -(len(fitted[i][0]) + len(fitted[i][1])))
     out = [(0.0, True)] * len(fitted)
-    if not todo:
-      return out
-    segments = [self.layout.segment(np.asarray(fitted[i][0], np.int32),
-                                    np.asarray(fitted[i][1], np.int32), self.paradigm_id)
-                for i in todo]
+    with tqdm(total=len(todo), disable=disable_tqdm, desc="birdie_jax scoring") as progress:
+      for start in range(0, len(todo), _PACK_REQUESTS):
+        chunk = todo[start:start + _PACK_REQUESTS]
+        for i, score in zip(chunk, self._score_packed([fitted[i] for i in chunk], progress)):
+          out[i] = score
+    return out
+
+  def _score_packed(self, pairs: Sequence[Pair], progress) -> list[tuple[float, bool]]:
+    """`score_tokens` of fitted, non-empty pairs, packed in their order into rows."""
+    segments = [self.layout.segment(np.asarray(c, np.int32), np.asarray(t, np.int32),
+                                    self.paradigm_id) for c, t in pairs]
     rows = self.layout.pack(segments, self.seq_len)
-    logp, greedy = self._forward(rows)
-    # The packer fills rows in order, segment ids 1, 2, ... within a row: walking rows and their
-    # segments in that order meets the requests in `todo`'s order; a request's scored positions
-    # are its segment's loss_mask (the continuation).
-    spans = []
-    for r in range(len(rows["inputs"])):
-      for s in range(1, int(rows["segment_ids"][r].max()) + 1):
-        spans.append((r, (rows["segment_ids"][r] == s) & (rows["loss_mask"][r] > 0)))
-    assert len(spans) == len(todo)
-    for i, (r, where) in zip(todo, spans):
-      out[i] = (float(np.sum(logp[r][where], dtype=np.float64)), bool(np.all(greedy[r][where])))
+    out = []
+    for start in range(0, len(rows["inputs"]), self.batch_size):
+      batch = {k: v[start:start + self.batch_size] for k, v in rows.items()}
+      logp, greedy = self._forward(batch)
+      # The packer fills rows in order, segment ids 1, 2, ... within a row: walking rows and
+      # their segments in that order meets the requests in order; a request's scored positions
+      # are its segment's loss_mask (the continuation).
+      for r, segment_ids in enumerate(batch["segment_ids"]):
+        for s in range(1, int(segment_ids.max()) + 1):
+          where = (segment_ids == s) & (batch["loss_mask"][r] > 0)
+          out.append((float(np.sum(logp[r][where], dtype=np.float64)),
+                      bool(np.all(greedy[r][where]))))
+          progress.update(1)
+    assert len(out) == len(pairs)
     return out
 
   def rolling_windows(self, ids: Sequence[int]) -> list[Pair]:
@@ -212,7 +223,8 @@ class HarnessModel(LM):
 
   def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
     """(log p(continuation | context), is_greedy) of each request's (context, continuation)."""
-    return self.score_tokens([encode_pair(self.tokenizer, *r.args) for r in requests])
+    return self.score_tokens([encode_pair(self.tokenizer, *r.args) for r in requests],
+                             disable_tqdm=disable_tqdm)
 
   def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
     """Each request's document log-likelihood, summed over its rolling windows."""
@@ -222,7 +234,7 @@ class HarnessModel(LM):
       windows += pairs
       owner += [i] * len(pairs)
     totals = np.zeros(len(requests), np.float64)
-    for i, (logp, _) in zip(owner, self.score_tokens(windows)):
+    for i, (logp, _) in zip(owner, self.score_tokens(windows, disable_tqdm=disable_tqdm)):
       totals[i] += logp
     return [float(t) for t in totals]
 
@@ -237,14 +249,15 @@ class HarnessModel(LM):
       until = [s for s in kwargs["until"] if s]
       jobs.append((self.tokenizer.encode(context).tolist(), until, int(kwargs["max_gen_toks"])))
     out = [""] * len(jobs)
-    for max_new in sorted({m for _, _, m in jobs}):
-      group = sorted((i for i, j in enumerate(jobs) if j[2] == max_new),
-                     key=lambda i: -len(jobs[i][0]))
-      for start in range(0, len(group), self.batch_size):
-        chunk = group[start:start + self.batch_size]
-        texts = self.generate_ids([jobs[i][0] for i in chunk], max_new)
-        for i, ids in zip(chunk, texts):
-          out[i] = cut_at(self.tokenizer.decode(ids), jobs[i][1])
+    with tqdm(total=len(jobs), disable=disable_tqdm, desc="birdie_jax generating") as progress:
+      for max_new in sorted({m for _, _, m in jobs}):
+        group = sorted((i for i, j in enumerate(jobs) if j[2] == max_new),
+                       key=lambda i: -len(jobs[i][0]))
+        for start in range(0, len(group), self.batch_size):
+          chunk = group[start:start + self.batch_size]
+          for i, ids in zip(chunk, self.generate_ids([jobs[i][0] for i in chunk], max_new)):
+            out[i] = cut_at(self.tokenizer.decode(ids), jobs[i][1])
+          progress.update(len(chunk))
     return out
 
   def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
@@ -255,6 +268,9 @@ class HarnessModel(LM):
     if room < 0:
       raise ValueError(f"max_gen_toks {max_new_tokens} leaves no room for a prompt in seq_len "
                        f"{self.seq_len}")
+    if any(len(p) > room for p in prompts):
+      log_warning(f"prompts longer than {room} tokens (seq_len {self.seq_len} less max_gen_toks "
+                  f"{max_new_tokens} and the layout's tokens) lose tokens from the left")
     prompts = [np.asarray(p[max(0, len(p) - room):], np.int32) for p in prompts]
     length = _bucket(max(len(p) for p in prompts) + self.layout_tokens + 1,
                      self.seq_len - max_new_tokens)
