@@ -14,7 +14,7 @@ import pytest
 import sentencepiece as spm
 from flax import nnx
 
-from birdie_jax.config import default_config
+from birdie_jax.config import default_config, validate_config
 from birdie_jax.data import special_tokens
 from birdie_jax.data.tokenizer import SentencePieceTokenizer
 from birdie_jax.errors import ConfigError
@@ -328,3 +328,37 @@ def test_extended_tokenizer_keeps_every_id_and_reserves_ours(tmp_path):
   np.testing.assert_array_equal(ours.encode(sample), theirs.encode(sample))
   assert [ours.special_id(n) for n in special_tokens.META] == [0, 3, 2, 1]
   assert ours.special_id(special_tokens.BEGIN) == theirs.get_piece_size()
+
+
+@pytest.mark.parametrize("variant", ["2b", "9b,causal", "griffin_7b", "hawk_7b"])
+def test_the_release_configs_match_their_releases(variant):
+  """configs/recurrentgemma.py:<release> is a valid config whose model `train.init_from` accepts
+  for that release's checkpoint (shapes as their preset builds them)."""
+  from configs import recurrentgemma as release_configs  # pylint: disable=import-outside-toplevel
+
+  config = release_configs.get_config(variant)
+  name = release_configs.RELEASES[variant.split(",")[0]]
+  theirs = rg.GriffinConfig.from_preset(rg.Preset[name])
+  run = presets.resolve(config.model)
+  presets.validate_model_config(run)
+  assert run.bidirectional == ("causal" not in variant)
+  arch = dataclasses.replace(rgemma.griffin_architecture(theirs), release=name)
+  assert rgemma.mismatches(run, init_from.expected_config(arch, run)) == []
+  assert param_count(run, 256_000) == param_count(_ours(theirs), 256_000)
+  if variant == "2b":
+    validate_config(config)
+
+
+def test_stacked_layout_with_leftover_blocks_round_trips():
+  """A bidirectional Griffin of 8 blocks under scan_layers: its pattern (bidirectional recurrent,
+  recurrent, attention) stacked twice, and 2 blocks left over."""
+  config = dataclasses.replace(_ours(GRIFFIN), depth=8, bidirectional=True, scan_layers=True)
+  rng = np.random.default_rng(4)
+  ours = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), _abstract(config))
+  assert len(ours["blocks"]["stacked"]) == 3 and sorted(ours["blocks"]["tail"]) == [0, 1]
+  theirs = rgemma.to_recurrentgemma(ours)
+  assert [("attention_block" in theirs[f"blocks.{i}"]) for i in range(8)] == [
+      i % 3 == 2 for i in range(8)]
+  again = rgemma.from_recurrentgemma(theirs, config)
+  assert jax.tree.structure(again) == jax.tree.structure(ours)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(ours)))

@@ -73,8 +73,8 @@ class Embedder(nnx.Module):
     return constrain(x.astype(self.dtype), ("batch", "length", "act_embed"))
 
   def decode(self, x: jax.Array) -> jax.Array:
-    """Logits in float32 (the matmul runs in the compute dtype, accumulating in float32), soft-capped
-    when `soft_cap` > 0."""
+    """Logits in float32 (the matmul runs in the compute dtype, accumulating in float32),
+    soft-capped when `soft_cap` > 0."""
     logits = jnp.einsum("bld,vd->blv", x, self.table[...].astype(self.dtype),
                         preferred_element_type=jnp.float32)
     if self.soft_cap > 0:

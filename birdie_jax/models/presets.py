@@ -109,7 +109,8 @@ def validate_model_config(config: ModelConfig | Mapping[str, Any]) -> None:
     if config.rope_base <= 1.0:
       raise ConfigError(f"model.rope_base must exceed 1, got {config.rope_base}")
   if config.embed_scale not in EMBED_SCALES:
-    raise ConfigError(f"model.embed_scale must be one of {EMBED_SCALES}, got {config.embed_scale!r}")
+    raise ConfigError(f"model.embed_scale must be one of {EMBED_SCALES}, "
+                      f"got {config.embed_scale!r}")
   if not 0.0 <= config.logits_soft_cap < math.inf:
     raise ConfigError(f"model.logits_soft_cap must be 0 (off) or positive, "
                       f"got {config.logits_soft_cap}")

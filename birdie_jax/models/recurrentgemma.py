@@ -179,6 +179,18 @@ def architecture(tree: Mapping[str, Any]) -> Architecture:
   return arch
 
 
+def release_architecture(name: str, vocab_size: int = 256_000) -> Architecture:
+  """The `Architecture` of the release `name` (a key of `RELEASES`; their vocabulary: 256k)."""
+  if name not in RELEASES:
+    raise ConfigError(f"RecurrentGemma release must be one of {sorted(RELEASES)}, got {name!r}")
+  r = RELEASES[name]
+  types = tuple(ATTENTION if r["griffin"] and i % 3 == 2 else RECURRENT for i in range(r["depth"]))
+  return Architecture(vocab_size=vocab_size, width=r["width"],
+                      mlp_expanded_width=r["mlp_expanded_width"], num_heads=r["num_heads"],
+                      lru_width=r["lru_width"], block_types=types, conv_width=CONV_WIDTH,
+                      release=name, **{k: r[k] for k in HYPER_KEYS})
+
+
 def griffin_architecture(griffin_config: Any) -> Architecture:
   """An `Architecture` from their `GriffinConfig` (or a mapping of its fields)."""
   fields = griffin_config._asdict() if hasattr(griffin_config, "_asdict") else dict(griffin_config)

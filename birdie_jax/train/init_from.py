@@ -1,5 +1,5 @@
-"""`train.init_from`: a run's first start from a released RecurrentGemma (Griffin / Hawk) checkpoint,
-to continue it with the Birdie curriculum.
+"""`train.init_from`: a run's first start from a released RecurrentGemma (Griffin / Hawk)
+checkpoint, to continue it with the Birdie curriculum.
 
     python -m birdie_jax.train.init_from --tokenizer=ckpt/tokenizer.model --out=ckpt/birdie.model
     python -m birdie_jax.main --config=configs/recurrentgemma.py:2b --workdir=workdirs/rg2b \\
