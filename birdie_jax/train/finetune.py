@@ -32,7 +32,7 @@ import numpy as np
 from birdie_jax.console import log_progress
 from birdie_jax.data.curriculum import make_mixture
 from birdie_jax.data.pipeline import make_train_dataset
-from birdie_jax.data.sources import load_documents
+from birdie_jax.data.sources import run_documents
 from birdie_jax.data.tokenizer import Tokenizer
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals import tasks as task_registry
@@ -132,9 +132,7 @@ def pretraining_rows(config: ml_collections.ConfigDict, tokenizer: Tokenizer, *,
                      seed: int) -> Iterator[Row]:
   """Endless rows of the run's own pre-training pipeline (its training documents and objective
   mixture at its starting weights), laid out at `seq_len`. Every process draws the same rows."""
-  documents = load_documents(config.data.source, "train", val_fraction=config.data.val_fraction,
-                             text_field=config.data.text_field,
-                             document_separator=config.data.document_separator)
+  documents = run_documents(config.data, "train")  # data.source, or a data.sources mixture
   mixture = make_mixture(tokenizer, curriculum=config.curriculum, seq_len=seq_len,
                          length_scale=config.data.length_scale,
                          class_weights=config.data.class_weights)
