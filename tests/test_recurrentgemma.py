@@ -280,6 +280,9 @@ def test_init_from_loads_a_checkpoint_dir_and_names_a_mismatch_in_one_line(griff
     init_from.load_init_params(bare, wrong)
   message = str(error.value)
   assert "\n" not in message and "model.width 64 (run) != 48 (checkpoint)" in message
+  assert "mlp_expansion" not in message  # 2.0 at width 64 is still theirs at width 48
+  with pytest.raises(ConfigError, match=r"model.mlp_expansion 3.0 \(run\) != 2.0"):
+    init_from.load_init_params(bare, dataclasses.replace(config, mlp_expansion=3.0))
   assert "model.embed_scale 'sqrt_width' (run) != 'sqrt_width_bf16'" in message
   assert "--config.model.width=48" in message
   with pytest.raises(ConfigError, match="not a RecurrentGemma checkpoint"):

@@ -257,11 +257,13 @@ def architecture_keys(config: ModelConfig) -> tuple[str, ...]:
 
 def mismatches(run: ModelConfig, expected: ModelConfig) -> list[tuple[str, Any, Any]]:
   """(key, run's value, expected value) for each architecture key where `run` differs; the MLP
-  expansion is compared by the hidden width it gives."""
+  expansion is compared by the hidden width it gives at the expected width (a differing width is
+  reported once, as the width)."""
   out = []
   for key in architecture_keys(expected):
     a, b = getattr(run, key), getattr(expected, key)
-    same = mlp_hidden(run) == mlp_hidden(expected) if key == "mlp_expansion" else a == b
+    at_width = dataclasses.replace(run, width=expected.width)
+    same = (mlp_hidden(at_width) == mlp_hidden(expected) if key == "mlp_expansion" else a == b)
     if not same:
       out.append((key, a, b))
   return out
