@@ -11,10 +11,14 @@
           (0.25: the grid's lowest rate was too high; at 1e-4 it reached 1.000 on all seeds) nor
           at 64 (one seed of three; at 6000 steps, lr 2e-2, two of three). The 8192-id sweep
           (`gpu`) reached only 0.22 at 4000 steps: it needs far more steps than a session has.
-    cpu   the reduced sweep for 2 CPU cores: widths 32-128, 64 ids, short tasks (MQAR 8 pairs,
-          disjointness 16, MQAR-pq 16 pairs, phonebook 8 entries), Hawk and the Transformer.
-          `LAB_CONFIG=configs/lab.py:cpu bash experiments/lab/sweep.sh 55` runs its priority
-          stages (the gate, then the Hawk targets) within the hour.
+    cpu   the reduced sweep for 2 CPU cores: widths 32 and 64, 32 ids, heads of 16, short tasks
+          (MQAR 8 pairs, disjointness 16, phonebook 8 entries, MQAR-pq 16 pairs), Hawk and the
+          Transformer, 1000 steps. `LAB_CONFIG=configs/lab.py:cpu bash experiments/lab/sweep.sh
+          55` runs its priority stages (the gate, then the Hawk targets) within the hour.
+          Why (CPU, 2026-12-07, 600-step probes): over 64 ids the width-32 Transformer (one head
+          of 32, or two of 16) stayed at 0.19-0.23 on MQAR 8 pairs at every rate 1e-3 to 3e-2;
+          over 32 ids with heads of 16 it reached 1.00 / 0.92 / 0.26 (lr 3e-3) and width 64
+          1.000 on every seed (lr 1e-3), each point 4-6 minutes on a shared machine.
     toy   seconds: what the tests run.
 Any key can be overridden: `--config.widths=64,128 --config.tasks=mqar:16,disjoint_lf:32`.
 """
@@ -40,11 +44,13 @@ def get_config(arg: str = "gpu"):
     c.steps = 6000
     c.learning_rates = "1e-4,3e-4,1e-3,3e-3,1e-2,3e-2"
   elif arg == "cpu":
-    c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,mqar_pq:16,phonebook_ql:8"
+    c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,phonebook_ql:8,mqar_pq:16"
     c.families = "transformer,hawk"
-    c.widths = "32,64,128"
-    c.data_ids = 64
-    c.steps = 400
+    c.widths = "32,64"
+    c.data_ids = 32
+    c.head_width = 16
+    c.learning_rates = "1e-3,3e-3,1e-2,3e-2"
+    c.steps = 1000
     c.batch_size = 32
     c.train_examples = 8000
     c.val_examples = 128
