@@ -13,6 +13,7 @@ from ml_collections import config_dict
 
 from birdie_jax.data.curriculum import run_curriculum
 from birdie_jax.data.source_mixture import config_sources
+from birdie_jax.data import sft_records
 from birdie_jax.controller.settings import default_settings
 from birdie_jax.evals import settings as eval_settings
 from birdie_jax.errors import ConfigError
@@ -109,6 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.controller = default_settings()          # Birdie's reward-driven mixture (controller/)
   c.eval = eval_settings.default_settings()  # retrieval evaluations in training (birdie_jax/evals)
+  c.sft = sft_records.default_settings()     # instruction tuning (birdie_jax.finetune)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 200             # steps between checkpoints (and one at the end)

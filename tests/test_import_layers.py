@@ -36,7 +36,7 @@ LAYERS = (
     ("config",),
     ("train",),
     ("bench", "lab", "experiments", "configs", "main", "evaluate", "generate", "aot",
-     "trained_run", "lm_eval"),
+     "trained_run", "lm_eval", "finetune"),
 )
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 TREES = ("birdie_jax", "experiments", "configs")  # folders whose files are read

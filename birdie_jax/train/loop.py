@@ -1,7 +1,10 @@
 """`train_and_evaluate(config, workdir)`: the whole training job, for `main` or a notebook.
 
-`_build_run` makes the run's pieces in sections (mesh, run identity, data, model, pipelines,
-restored state, periodic actions); `_train` then reads, per step:
+`_build_run` makes the run's pieces in sections (mesh, run identity, inputs, model, restored
+state, periodic actions); the inputs (`Inputs`: tokenizer, batches, validation, first state) are
+pre-training's documents and objective mixture (`_pretraining_inputs`), or what another maker
+passed to `train_and_evaluate` makes (instruction tuning: train/sft.py). `_train` then reads, per
+step:
     train step -> non-finite guard -> the actions due (train/actions.py: validation loss, the
     mixture controller, evaluations) -> one metrics row -> a rollback after a non-finite
     streak, or a checkpoint (periodic, last step, or a signal's stop) and the stop.
@@ -52,7 +55,7 @@ from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
 from birdie_jax.train.actions import Action, Checkpoint, Evaluation, MixtureController
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
-from birdie_jax.train.identity import check_resume
+from birdie_jax.train.identity import Resume, check_resume
 from birdie_jax.train.mixture_control import MixtureControl
 from birdie_jax.train.metrics import Eta, MetricsWriter, Throughput, progress_line
 from birdie_jax.train.init_from import init_params
@@ -90,7 +93,7 @@ class Run:
   mesh: Mesh
   rules: tuple
   tokenizer: Tokenizer
-  mixture: Mixture
+  mixture: Mixture | None  # None: inputs without an objective mixture (instruction tuning)
   control: MixtureControl | None  # Birdie's controller, for the curricula that have one
   setup: TrainSetup
   data_iter: Lookahead  # training batches, read one ahead
@@ -105,19 +108,37 @@ class Run:
   checkpoint: Checkpoint  # after the row, and when a signal asks to stop
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+@dataclasses.dataclass
+class Inputs:
+  """What a run trains on, made after the run-identity check and before the model: pre-training's
+  (`_pretraining_inputs`), or another maker's passed to `train_and_evaluate`. The rest of the
+  run (model, checkpoints and resume, metrics, actions, faults) is the same for every maker."""
+  tokenizer: Tokenizer  # pinned to the run
+  data_iter: Lookahead  # this process's training batches
+  validation: Callable[[Callable, NonFiniteGuard], Action]  # (eval step, guard) -> val-loss action
+  init_state: Callable[[TrainSetup], TrainState] | None = None  # first start (None: fresh params)
+  mixture: Mixture | None = None
+  control: MixtureControl | None = None  # Birdie's controller, for the curricula that have one
+
+
+MakeInputs = Callable[[ml_collections.ConfigDict, Resume, Mesh, tuple], Inputs]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       make_inputs: MakeInputs | None = None) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir` up to `config.train.steps`; returns final metrics
-  (the last logged step's row, with `step` the last step trained).
+  (the last logged step's row, with `step` the last step trained). `make_inputs(config, resume,
+  mesh, rules)` replaces pre-training's inputs (instruction tuning: train/sft.py).
 
   The job holds the workdir's lock throughout (train/workdir_lock.py): a second start refuses.
   """
   validate_config(config)
   check_writable(workdir)  # a file or read-only path: one line now, not at the first save
   with hold_workdir(workdir, config.checkpoint.lock_stale_s):
-    return _train(_build_run(config, workdir))
+    return _train(_build_run(config, workdir, make_inputs or _pretraining_inputs))
 
 
-def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+def _build_run(config: ml_collections.ConfigDict, workdir: str, make_inputs: MakeInputs) -> Run:
   """Builds the run, each check before the first read it guards (a changed run stops before its
   data is indexed; run.json records a start only once the restore has passed)."""
   # ## Mesh: a shape or batch that cannot be laid out stops here.
@@ -128,6 +149,60 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   check_batch_layout(mesh, rules, config.train.batch_size, config.train.seq_len)
   resume = check_resume(config, workdir)  # a changed run stops here, before anything is read
 
+  # ## Inputs: the pinned tokenizer, training and validation batches (pre-training: documents,
+  # the objective mixture and its controller).
+  inputs = make_inputs(config, resume, mesh, rules)
+  tokenizer, mixture, control = inputs.tokenizer, inputs.mixture, inputs.control
+  data_iter = inputs.data_iter
+
+  # ## Model and optimizer, placed on the mesh.
+  setup = make_train_setup(config, tokenizer.vocab_size, mesh)
+  if jax.process_index() == 0:
+    print(f"{config.model.family}: {setup.num_params:,} parameters | vocab "
+          f"{tokenizer.vocab_size} | mesh {dict(mesh.shape)} | {jax.device_count()} devices",
+          flush=True)
+
+  # ## State: the newest checkpoint that restores whole (data position, controller), or fresh.
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.checkpoint.max_to_keep,
+                              async_save=config.checkpoint.async_save,
+                              restore_retries=config.checkpoint.restore_retries)
+  state = _restore_or_init(config, workdir, checkpointer, setup, data_iter, control,
+                           tokenizer.vocab_size, inputs.init_state)
+  if jax.process_index() == 0:
+    resume.record_start(config, tokenizer)  # run.json and config.json, once all checks passed
+
+  # ## Periodic actions, metrics and the train step.
+  start = int(jax.device_get(state.step))
+  meta = {"param_shapes": param_shapes(setup.abstract_state.params),
+          "num_params": setup.num_params, "vocab_size": tokenizer.vocab_size}
+  train_step = make_train_step(setup, config.train)
+  eval_step = make_eval_step(setup)
+  evaluator = Evaluator(config, tokenizer, setup) if config.eval.every else None
+  writer = MetricsWriter(workdir)
+  throughput = Throughput(config.train.batch_size * config.train.seq_len,
+                          6.0 * setup.num_params, start)
+  guard = NonFiniteGuard(config.train.max_nonfinite_in_a_row)
+  total = config.train.steps
+  controller = (None if control is None
+                else MixtureController(control, eval_step, data_iter, workdir))
+  actions = [inputs.validation(eval_step, guard),
+             *([controller] if controller else []),
+             *([Evaluation(evaluator, workdir)] if evaluator else [])]
+  checkpoint = Checkpoint(checkpointer, data_iter, meta, writer,
+                          every=config.checkpoint.every_steps, total=total, guard=guard,
+                          controller=controller)
+  return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, tokenizer=tokenizer,
+             mixture=mixture, control=control, setup=setup, data_iter=data_iter,
+             checkpointer=checkpointer, state=state, start=start, train_step=train_step,
+             writer=writer, throughput=throughput, guard=guard, actions=actions,
+             checkpoint=checkpoint)
+
+
+def _pretraining_inputs(config: ml_collections.ConfigDict, resume: Resume, mesh: Mesh,
+                        rules: tuple) -> Inputs:
+  """Pre-training's inputs: documents, the run's pinned tokenizer, the objective mixture and its
+  controller; this process's training batches and the fixed validation sets."""
   # ## Data: documents, the run's pinned tokenizer, the objective mixture and its controller.
   train_docs = _documents(config, "train")
   val_docs = _documents(config, "validation")
@@ -139,13 +214,6 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
                          class_weights=config.data.class_weights)
   control = (MixtureControl(config, mixture) if config.curriculum in CONTROLLED_CURRICULA
              else None)
-
-  # ## Model and optimizer, placed on the mesh.
-  setup = make_train_setup(config, tokenizer.vocab_size, mesh)
-  if jax.process_index() == 0:
-    print(f"{config.model.family}: {setup.num_params:,} parameters | vocab "
-          f"{tokenizer.vocab_size} | mesh {dict(mesh.shape)} | {jax.device_count()} devices",
-          flush=True)
 
   # ## Input pipelines: this process's training batches and the fixed validation sets.
   pi, pc = jax.process_index(), jax.process_count()
@@ -164,43 +232,11 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     control.build_validation_sets(val_docs[pi::pc], tokenizer,
                                   lambda b: _to_global(b, mesh, rules),
                                   math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], pc))
-
-  # ## State: the newest checkpoint that restores whole (data position, controller), or fresh.
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                              max_to_keep=config.checkpoint.max_to_keep,
-                              async_save=config.checkpoint.async_save,
-                              restore_retries=config.checkpoint.restore_retries)
-  state = _restore_or_init(config, workdir, checkpointer, setup, data_iter, control,
-                           tokenizer.vocab_size)
-  if jax.process_index() == 0:
-    resume.record_start(config, tokenizer)  # run.json and config.json, once all checks passed
-
-  # ## Periodic actions, metrics and the train step.
-  start = int(jax.device_get(state.step))
-  meta = {"param_shapes": param_shapes(setup.abstract_state.params),
-          "num_params": setup.num_params, "vocab_size": tokenizer.vocab_size}
-  train_step = make_train_step(setup, config.train)
-  eval_step = make_eval_step(setup)
-  evaluator = Evaluator(config, tokenizer, setup) if config.eval.every else None
-  writer = MetricsWriter(workdir)
-  throughput = Throughput(config.train.batch_size * config.train.seq_len,
-                          6.0 * setup.num_params, start)
-  guard = NonFiniteGuard(config.train.max_nonfinite_in_a_row)
-  total = config.train.steps
-  controller = (None if control is None
-                else MixtureController(control, eval_step, data_iter, workdir))
-  actions = [validation_loss(eval_step, val_batches, val_docs, every=config.train.eval_every,
-                             total=total, guard=guard),
-             *([controller] if controller else []),
-             *([Evaluation(evaluator, workdir)] if evaluator else [])]
-  checkpoint = Checkpoint(checkpointer, data_iter, meta, writer,
-                          every=config.checkpoint.every_steps, total=total, guard=guard,
-                          controller=controller)
-  return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, tokenizer=tokenizer,
-             mixture=mixture, control=control, setup=setup, data_iter=data_iter,
-             checkpointer=checkpointer, state=state, start=start, train_step=train_step,
-             writer=writer, throughput=throughput, guard=guard, actions=actions,
-             checkpoint=checkpoint)
+  return Inputs(
+      tokenizer=tokenizer, data_iter=data_iter, mixture=mixture, control=control,
+      validation=lambda eval_step, guard: validation_loss(
+          eval_step, val_batches, val_docs, every=config.train.eval_every,
+          total=config.train.steps, guard=guard))
 
 
 def _documents(config: ml_collections.ConfigDict, split: str):
@@ -211,11 +247,15 @@ source of its `data.sources` mixture)."""
 
 def _restore_or_init(config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer,
                      setup: TrainSetup, data_iter: Lookahead, control: MixtureControl | None,
-                     vocab_size: int) -> TrainState:
-  """The newest checkpoint's state (moving `data_iter` and `control` to it), or a fresh one."""
+                     vocab_size: int,
+                     init: Callable[[TrainSetup], TrainState] | None = None) -> TrainState:
+  """The newest checkpoint's state (moving `data_iter` and `control` to it), or a fresh one
+  (`init(setup)` when given: the inputs' own first state)."""
   restored = checkpointer.restore_latest(
       setup, data_iter, None if control is None else control.abstract_state())
   if restored is None:  # a first start: fresh params, or those of `train.init_from`
+    if init is not None:
+      return init(setup)
     return init_train_state(config, setup, vocab_size, init_params(config, setup, vocab_size))
   latest, state, controller_state = restored
   if control is not None:
