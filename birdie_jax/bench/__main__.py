@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "controller": ("birdie_jax.bench.controller", "seconds per reward-controller update"),
     "scan": ("birdie_jax.bench.scan", "linear_scan implementations against the HBM floor"),
     "train": ("birdie_jax.bench.train", "train-step tokens/s, MFU, memory, compile time"),
+    "profile": ("birdie_jax.bench.profile", "one train step's device time by category (a trace)"),
     "decode": ("birdie_jax.bench.decode", "batched generation tokens/s against prompt length"),
     "tpu_aot": ("birdie_jax.bench.tpu_aot", "compile the Pallas scan for a TPU topology from CPU"),
     "soak": ("birdie_jax.bench.soak", "thousands of tiny steps: host memory and disk stay bounded"),

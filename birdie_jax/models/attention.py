@@ -131,7 +131,8 @@ class Attention(nnx.Module):
             rope(k, positions, self.rope_base, self.rope_dims), v)
 
   def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
+    with jax.named_scope("attention"):  # a category of `python -m birdie_jax.bench profile`
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
     out = checkpoint_name(out, ATTENTION_OUTPUT)
     out = constrain(out, ("batch", "length", "heads", "head_dim"))
     y = jnp.einsum("blnh,nhd->bld", out, self.o[...].astype(self.dtype)) + self.o_bias[...]
@@ -141,8 +142,9 @@ class Attention(nnx.Module):
                cache_len: int | None = None) -> tuple[jax.Array, Cache]:
     """(B, L, D) -> (B, L, D); with `cache_len`, the ring-buffer KV cache after the last column."""
     q, k, v = self._qkv(x, seg.positions)
-    mask = attention_mask(seg.segment_ids, seg.prefix_mask, prefix_lm=self.prefix_lm,
-                          window=self.window)
+    with jax.named_scope("attention"):
+      mask = attention_mask(seg.segment_ids, seg.prefix_mask, prefix_lm=self.prefix_lm,
+                            window=self.window)
     y = self._attend(q, k, v, mask)
     if cache_len is None:
       return y, None

@@ -76,9 +76,10 @@ def split_scan(a: jax.Array, x: jax.Array, *, bidirectional: bool,
 def _scan(a: jax.Array, x: jax.Array, *, reverse: bool, impl: str) -> tuple[jax.Array, jax.Array]:
   """`linear_scan`, split over the mesh axes of `length` when the current rules shard it."""
   spec = activation_spec(("batch", "length", "lru"), x.shape)
-  if spec is None:
-    return linear_scan(a, x, reverse=reverse, impl=impl)
-  return sequence_parallel_scan(a, x, spec=spec, reverse=reverse, impl=impl)
+  with jax.named_scope("linear_scan"):  # a category of `python -m birdie_jax.bench profile`
+    if spec is None:
+      return linear_scan(a, x, reverse=reverse, impl=impl)
+    return sequence_parallel_scan(a, x, spec=spec, reverse=reverse, impl=impl)
 
 
 def split_step(a: jax.Array, x: jax.Array, h: jax.Array, *,

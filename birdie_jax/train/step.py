@@ -35,12 +35,13 @@ def make_train_step(setup: TrainSetup, schedule_config) -> Callable[[TrainState,
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     (loss, count), grads = jax.value_and_grad(
         lambda p: mean_loss(setup, p, batch), has_aux=True)(state.params)
-    updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite((params, opt_state))
-    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                     (params, opt_state), (state.params, state.opt_state))
+    with jax.named_scope("optimizer"):  # a category of `python -m birdie_jax.bench profile`
+      updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      grad_norm = optax.tree.norm(grads)
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite((params, opt_state))
+      params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                       (params, opt_state), (state.params, state.opt_state))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               rng=jax.random.key_data(
                                   jax.random.split(jax.random.wrap_key_data(state.rng))[0]))
