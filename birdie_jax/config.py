@@ -73,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.scan_impl = "auto"                 # linear_scan: auto|associative|linear|chunked|pallas
   c.model.remat = "none"                     # recompute: none|full (per block)|dots (keeps matmuls)
   c.model.scan_layers = False                # stacked blocks as one scan (faster compile, less mem)
+  c.model.loss_chunk = 0                     # >0: loss decodes this many positions a row at a time
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "embedded"                 # embedded | path, dir, glob of .txt/.jsonl | tfds:name
@@ -217,6 +218,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if _get(config, dotted) <= 0:
       raise ConfigError(f"{dotted} must be positive, got {_get(config, dotted)}")
   for dotted in ("train.warmup_steps", "train.weight_decay", "data.gap", "data.num_workers",
+                 "model.loss_chunk",
                  "data.read_retries", "checkpoint.restore_retries"):
     if _get(config, dotted) < 0:
       raise ConfigError(f"{dotted} must be non-negative, got {_get(config, dotted)}")

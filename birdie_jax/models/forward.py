@@ -7,6 +7,9 @@ the jitted held-out loss that training (validation loss, the mixture controller)
       loss = mean_eval_loss(eval_step, params, batches)  # nats per target token
 
 A batch holds `BATCH_KEYS` as global arrays (B x L); `loss_mask` weights each target token.
+`token_losses` decodes the whole batch's float32 logits at once unless the model's
+`model.loss_chunk` > 0: it then decodes that many positions of each row at a time from the final
+hidden states (`chunked_loss.py`), for runs whose logits would dominate device memory.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from birdie_jax.models.chunked_loss import chunked_token_losses
 from birdie_jax.models.placed import PlacedModel
 from birdie_jax.parallel.sharding import axis_rules
 
@@ -31,8 +35,21 @@ def batch_logits(placed: PlacedModel, params, batch: Batch) -> jax.Array:
                  positions=batch["positions"], prefix_mask=batch["prefix_mask"])
 
 
-def token_losses(placed: PlacedModel, params, batch: Batch) -> jax.Array:
-  """Per-token cross-entropy (float32, B x L); zero where `loss_mask` is 0."""
+def token_losses(placed: PlacedModel, params, batch: Batch, *,
+                 loss_chunk: int | None = None) -> jax.Array:
+  """Per-token cross-entropy (float32, B x L); zero where `loss_mask` is 0.
+
+  `loss_chunk` (default: the model's `model.loss_chunk`) > 0 computes it from the final hidden
+  states that many positions of each row at a time (`chunked_loss.py`: equal up to float
+  rounding, never the whole batch's logits); 0 decodes all logits at once."""
+  model = placed.model(params)
+  chunk = model.loss_chunk if loss_chunk is None else loss_chunk
+  if chunk > 0:
+    with axis_rules(placed.rules):
+      hidden = model.features(batch["inputs"], segment_ids=batch["segment_ids"],
+                              positions=batch["positions"], prefix_mask=batch["prefix_mask"])
+      return chunked_token_losses(model.embed.decode, hidden, batch["targets"],
+                                  batch["loss_mask"], chunk=chunk)
   logits = batch_logits(placed, params, batch)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   return ce * batch["loss_mask"]

@@ -41,6 +41,7 @@ class LanguageModel(nnx.Module):
     self.blocks = BlockStack(self.make_blocks(config, rngs), scan=config.scan_layers,
                              remat=config.remat)
     self.final_norm = RMSNorm(config.width)
+    self.loss_chunk = config.loss_chunk  # `forward.token_losses`: 0 plain, > 0 chunked_loss.py
 
   def __call__(self, inputs: jax.Array, *, segment_ids: jax.Array, positions: jax.Array,
                prefix_mask: jax.Array) -> jax.Array:

@@ -51,6 +51,8 @@ class ModelConfig:
     scan_impl: the `ops.scan.linear_scan` implementation of the recurrences.
     remat: what each block keeps for the backward pass (`remat.py`).
     scan_layers: stack the blocks' repeating pattern and run it as one scan (`layer_stack.py`).
+    loss_chunk: > 0: the loss decodes this many positions of each row at a time and never holds
+      the whole batch's logits (`chunked_loss.py`); 0: the plain path, all logits at once.
   """
 
   family: str
@@ -76,6 +78,7 @@ class ModelConfig:
   scan_impl: str
   remat: str
   scan_layers: bool
+  loss_chunk: int
 
   @classmethod
   def from_group(cls, group: Mapping[str, Any]) -> ModelConfig:
