@@ -20,7 +20,7 @@ def profiles(tmp_path_factory):
   for model in _MODELS:
     results, printed = tmp / f"{model}.jsonl", io.StringIO()
     with contextlib.redirect_stdout(printed):
-      profile.main([f"--model={model}", "--batch=2", "--seq_len=32", "--vocab=64", "--steps=2",
+      profile.main([f"--model={model}", "--batch=2", "--seq_len=32", "--vocab=200", "--steps=2",
                     f"--trace_dir={tmp / model}", f"--results={results}"])
     (line,) = results.read_text().splitlines()
     out[model] = (json.loads(line), printed.getvalue())

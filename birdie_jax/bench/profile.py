@@ -29,17 +29,20 @@ compiled module (`compiled.as_text()`) and classified, first rule that applies:
   5. elementwise: arithmetic, reductions (norms), data movement (copies, transposes, gathers,
      slices) and fusions of only these;
   6. anything else is "other", and the ops that put most time there are printed by name so the
-     rules can be improved; ops of the trace with no instruction in the module count there too.
+     rules can be improved. An op of the trace with no instruction in the module (another
+     program's, or a kernel XLA did not annotate) goes by its kernel name (gemm, nccl, fmha), else
+     to "other" too.
 
 The table: per category the ms per step, in which each instant of the step is split equally
 among the ops running at it (so rows that overlap, e.g. a collective under a matmul, share it
 and the rows add up to the step), its % of the step, and `kernel_ms`, the ops' summed durations
 (overlap counted twice). idle = step wall time minus the union of the ops' intervals: dispatch,
-host work, launch gaps and the wait for the result.
+host work, launch gaps and the wait for the result. While a profiler session is active XLA runs
+its CUDA graphs (command buffers) op by op, so the traced step can be slower than the untraced
+median printed next to it; the categories describe the traced one.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import os
