@@ -4,8 +4,14 @@ Each model runs our real `make_train_setup` / `init_train_state` / `make_train_s
 with synthetic packed batches (4 documents a row; in Birdie-bidirectional runs the first quarter
 of each document is prefix). Reported: tokens/s (median step time), MFU at 6·N FLOPs per token
 against the card's dense bf16 peak (`--peak_tflops`; attention FLOPs are not counted), XLA's
-memory estimate of the compiled step, and the compile time of the first step. `--baseline`
-adds RecurrentGemma's JAX Hawk (`recurrentgemma` package) at the `hawk:rg` shape.
+memory estimate of the compiled step (`mem_gb`: arguments + outputs + temporaries; `temp_gb`:
+the temporaries alone, where activations and the logits live), and the compile time of the first
+step. `--baseline` adds RecurrentGemma's JAX Hawk (`recurrentgemma` package) at the `hawk:rg`
+shape. `--loss_chunk=0,256` compares `model.loss_chunk` values (0: the whole batch's float32
+logits at once; N: N positions of each row at a time, `models/chunked_loss.py`):
+
+    python -m birdie_jax.bench train --models=hawk:150m --modes=causal --batch=32 \
+        --seq_len=2048 --vocab=32000 --loss_chunk=0,128,512
 """
 from __future__ import annotations
 
@@ -32,8 +38,8 @@ from birdie_jax.train.step import make_train_step
 RG_HAWK = dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=3.0)
 _LAYERS = {True: "scan", False: "loop"}  # model.scan_layers as the bench names it
 _PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, datasheet
-_COLUMNS = ("model", "scan", "layers", "remat", "tokens_per_s", "mfu", "step_ms", "params_m",
-            "mem_gb", "compile_s")
+_COLUMNS = ("model", "scan", "layers", "remat", "loss_chunk", "tokens_per_s", "mfu", "step_ms",
+            "params_m", "mem_gb", "temp_gb", "compile_s")
 
 
 def model_specs(text: str) -> list[str]:
@@ -49,8 +55,16 @@ def model_specs(text: str) -> list[str]:
   return specs
 
 
+def loss_chunks(text: str) -> list[int]:
+  """argparse type: comma-separated `model.loss_chunk` values (integers >= 0), e.g. 0,256."""
+  parts = [p.strip() for p in text.split(",") if p.strip()]
+  if not parts:
+    raise argparse.ArgumentTypeError(f"must list integers >= 0, e.g. 0,256, got {text!r}")
+  return [cli.non_negative_int(p) for p in parts]
+
+
 def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
-                 scan_layers: bool):
+                 scan_layers: bool, loss_chunk: int = 0):
   """The config for `family:preset` (preset `rg`: the RecurrentGemma Hawk shape)."""
   family, preset = spec.split(":")
   config = default_config()
@@ -64,6 +78,7 @@ def model_config(spec: str, *, bidirectional: bool, scan_impl: str, remat: str,
   config.model.scan_impl = scan_impl
   config.model.remat = remat
   config.model.scan_layers = scan_layers
+  config.model.loss_chunk = loss_chunk
   return config
 
 
@@ -92,6 +107,14 @@ def _memory_gb(compiled) -> float | None:
   return total / 2**30
 
 
+def _temp_gb(compiled) -> float | None:
+  """XLA's estimate of the step's temporaries (activations, logits, gradients in flight)."""
+  try:
+    return compiled.memory_analysis().temp_size_in_bytes / 2**30
+  except (AttributeError, NotImplementedError, TypeError):
+    return None
+
+
 def _time_steps(run, state, steps: int) -> tuple[Any, float]:
   """Runs 2 warm-up steps, then `steps` timed ones; returns the state and median seconds."""
   times = []
@@ -113,10 +136,10 @@ def _result(name: str, scan: str, seconds: float, tokens: int, num_params: int, 
 
 
 def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str, scan_layers: bool,
-            args) -> dict[str, Any]:
+            args, loss_chunk: int = 0) -> dict[str, Any]:
   """One model: compile the real train step, time `args.steps` steps."""
   config = model_config(spec, bidirectional=bidirectional, scan_impl=scan_impl, remat=remat,
-                        scan_layers=scan_layers)
+                        scan_layers=scan_layers, loss_chunk=loss_chunk)
   config.train.batch_size, config.train.seq_len = args.batch, args.seq_len
   mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   start = time.perf_counter()
@@ -140,7 +163,8 @@ def measure(spec: str, *, bidirectional: bool, scan_impl: str, remat: str, scan_
   name = f"{spec}{':bidir' if bidirectional else ''}"
   return {**_result(name, scan_impl, seconds, args.batch * args.seq_len, setup.num_params,
                    compile_s, _memory_gb(compiled), args.peak_tflops), "remat": remat,
-          "layers": _LAYERS[scan_layers], "setup_s": setup_s, "init_s": init_s}
+          "layers": _LAYERS[scan_layers], "loss_chunk": loss_chunk, "temp_gb": _temp_gb(compiled),
+          "setup_s": setup_s, "init_s": init_s}
 
 
 def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
@@ -181,7 +205,7 @@ def measure_recurrentgemma(scan_type: str, args) -> dict[str, Any]:
   num_params = sum(x.size for x in jax.tree.leaves(params))
   return {**_result("recurrentgemma:hawk", scan_type.lower(), seconds, args.batch * args.seq_len,
                    num_params, compile_s, _memory_gb(compiled), args.peak_tflops),
-          "remat": "none" if args.remat == ["none"] else "full"}
+          "remat": "none" if args.remat == ["none"] else "full", "temp_gb": _temp_gb(compiled)}
 
 
 def main(argv: list[str]) -> None:
@@ -207,6 +231,9 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--layers", type=cli.choices_list(*_LAYERS.values()), default="scan",
                       help="model.scan_layers to compare: scan (one scanned block group) and/or "
                            "loop (every block compiled on its own)")
+  parser.add_argument("--loss_chunk", type=loss_chunks, default="0",
+                      help="model.loss_chunk values to compare (comma list): 0 the whole batch's "
+                           "logits at once, N positions of each row at a time")
   parser.add_argument("--peak_tflops", type=cli.positive_float, default=None,
                       help="dense bf16 peak for MFU (default: by card name; none on CPU)")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
@@ -232,9 +259,10 @@ def main(argv: list[str]) -> None:
       for impl in impls:
         for remat in args.remat:
           for scan_layers in layers:
-            row = measure(spec, bidirectional=mode == "bidirectional",
-                          scan_impl="auto" if impl == "-" else impl, remat=remat,
-                          scan_layers=scan_layers, args=args)
-            add({**row, "scan": impl})
+            for loss_chunk in args.loss_chunk:
+              row = measure(spec, bidirectional=mode == "bidirectional",
+                            scan_impl="auto" if impl == "-" else impl, remat=remat,
+                            scan_layers=scan_layers, args=args, loss_chunk=loss_chunk)
+              add({**row, "scan": impl})
   print()
   harness.print_table(rows, _COLUMNS)
