@@ -1,7 +1,7 @@
 """`python -m birdie_jax.bench profile`: where one train step's device time goes, by category.
 
     python -m birdie_jax.bench profile --model=hawk-1.4b [--batch=8 --seq_len=2048 --steps=3
-        --bidirectional --trace_dir=DIR]
+        --bidirectional --loss_chunk=N --trace_dir=DIR]
 
 It builds the train step that `bench train` times (the same config, synthetic packed batch and
 single device), runs 2 warm-up steps, times `--steps` untraced steps (median, as `bench train`
@@ -373,7 +373,8 @@ def profile(spec: str, args) -> dict[str, Any]:
   """Compiles the train step of `spec`, times and traces it; the breakdown of one step."""
   config = bench_train.model_config(spec, bidirectional=args.bidirectional,
                                     scan_impl=args.scan_impl, remat=args.remat,
-                                    scan_layers=args.layers == "scan")
+                                    scan_layers=args.layers == "scan",
+                                    loss_chunk=args.loss_chunk)
   config.train.batch_size, config.train.seq_len = args.batch, args.seq_len
   mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   setup = make_train_setup(config, args.vocab, mesh)
@@ -406,6 +407,7 @@ def profile(spec: str, args) -> dict[str, Any]:
          "step_ms": result["wall"] * per_step, "untraced_step_ms": untraced * 1e3,
          "batch": args.batch, "seq_len": args.seq_len, "vocab": args.vocab,
          "remat": args.remat, "layers": args.layers, "scan": args.scan_impl,
+         "loss_chunk": args.loss_chunk,
          "trace_dir": str(trace_dir)}
   row["ms"] = {c: result["shared"].get(c, 0.0) * per_step for c in CATEGORIES}
   row["kernel_ms"] = {c: result["kernel"].get(c, 0.0) * per_step for c in CATEGORIES[:-1]}
@@ -464,6 +466,9 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--scan_impl", choices=cli.SCAN_IMPLS, default="auto")
   parser.add_argument("--remat", choices=REMAT_CHOICES, default="none")
   parser.add_argument("--layers", choices=("scan", "loop"), default="scan")
+  parser.add_argument("--loss_chunk", type=cli.non_negative_int, default=0,
+                      help="model.loss_chunk: 0 the whole batch's logits at once, N positions "
+                           "of each row at a time (models/chunked_loss.py)")
   parser.add_argument("--trace_dir", default="",
                       help="where the trace goes (default: a new folder in workdirs/profile/)")
   parser.add_argument("--top", type=cli.positive_int, default=12, help="ops listed")
