@@ -77,13 +77,18 @@ def test_time_is_shared_among_overlapping_ops():
   assert two["shared"]["scan"] == pytest.approx(5) and two["shared"]["idle"] == pytest.approx(4)
 
 
-def test_a_bad_model_ends_in_one_line(capsys):
+def test_a_bad_model_or_trace_dir_ends_in_one_line(capsys, tmp_path):
   assert profile.model_spec("gated_ssm-150m") == "gated_ssm:150m"
   assert profile.model_spec("hawk:rg") == "hawk:rg"
   with pytest.raises(SystemExit):
     profile.main(["--model=hawk-2b"])
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "'hawk:2b' is not family:preset" in err
+  (tmp_path / "file").write_text("")
+  with pytest.raises(SystemExit):  # before any compile
+    profile.main(["--model=hawk-tiny", f"--trace_dir={tmp_path / 'file'}"])
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "is a file, not a folder" in err
 
 
 # A GPU-shaped module and trace (no GPU needed): kernels on two streams carrying `hlo_op` and

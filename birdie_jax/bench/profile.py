@@ -59,10 +59,12 @@ import numpy as np
 from birdie_jax import cli
 from birdie_jax.bench import harness
 from birdie_jax.bench import train as bench_train
+from birdie_jax.errors import ConfigError
 from birdie_jax.models.remat import REMAT_CHOICES
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_train_step
+from birdie_jax.workdir import check_writable
 
 CATEGORIES = ("matmuls", "attention", "scan", "elementwise", "cross_entropy", "optimizer",
               "collectives", "other", "idle")
@@ -474,10 +476,15 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--top", type=cli.positive_int, default=12, help="ops listed")
   parser.add_argument("--results", default=harness.RESULTS, help="JSONL to append to ('' none)")
   args = parser.parse_args(argv)
-  if not args.trace_dir:
-    root = pathlib.Path("workdirs") / "profile"
-    root.mkdir(parents=True, exist_ok=True)
-    args.trace_dir = tempfile.mkdtemp(prefix=args.model.replace(":", "-") + "-", dir=root)
+  try:  # a trace that cannot be written ends here, not after the compile
+    if args.trace_dir:
+      check_writable(args.trace_dir, hint="pass another --trace_dir")
+    else:
+      root = pathlib.Path("workdirs") / "profile"
+      check_writable(root, hint="pass --trace_dir")
+      args.trace_dir = tempfile.mkdtemp(prefix=args.model.replace(":", "-") + "-", dir=root)
+  except ConfigError as e:
+    cli.fail(parser.prog.removeprefix("python -m "), e)
   row = profile(args.model, args)
   print_breakdown(row)
   harness.append_results([row], "profile", argv, args.results)
