@@ -205,7 +205,8 @@ class SFTInputs:
     prompt = f"{kind} layout" + (f", {special_tokens.PARADIGMS[settings.paradigm]} first"
                                  if paradigm is not None else "")
     log_progress(f"fine-tuning data {settings.data}: {len(data.train)} training and "
-                 f"{len(data.val)} validation records ({len(val_batches)} validation batches) | "
+                 f"{len(data.val)} validation records (in {len(val_batches)} batches of "
+                 f"{config.train.batch_size} rows) | "
                  f"prompt in the {prompt}")
     return Inputs(
         tokenizer=tokenizer, data_iter=Lookahead(iter(dataset), retries=config.data.read_retries),
