@@ -341,7 +341,7 @@ def attribute(windows: list[tuple[float, float]], ops: Iterable[OpEvent]) -> dic
         running.discard(i)
     for op in inside:
       kernel[op.category] += min(op.end, hi) - max(op.start, lo)
-  shared["idle"] = wall - sum(shared.values())
+  shared["idle"] = max(wall - sum(shared.values()), 0.0)  # not -1e-9 from rounding
   return {"wall": wall, "shared": dict(shared), "kernel": dict(kernel), "by_op": dict(by_op)}
 
 
@@ -403,6 +403,11 @@ def profile(spec: str, args) -> dict[str, Any]:
   windows = step_windows(data)
   if len(windows) != args.steps:
     raise RuntimeError(f"the trace holds {len(windows)} steps, not {args.steps}")
+  if jax.devices()[0].platform != "cpu" and not any(
+      p.name.startswith("/device:") and _device_lines(p) for p in data.planes):
+    # The host threads would then hold only kernel launches, not what the device did.
+    raise RuntimeError(f"the trace in {trace_dir} holds no device activity: the device tracer "
+                       "did not run (on a GPU: CUPTI missing or not permitted?)")
   result = attribute(windows, trace_ops(data, classifier))
   per_step = 1e-6 / args.steps  # ns over all steps -> ms per step
   row = {"model": f"{spec}{':bidir' if args.bidirectional else ''}",
