@@ -2,6 +2,7 @@
 (the whole batch's logits, optax's cross-entropy) in losses and gradients, sharded equals
 unsharded, and the compiled loss gradient's temporaries shrink with the chunk."""
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from birdie_jax.config import default_config, validate_config
 from birdie_jax.errors import ConfigError
@@ -17,7 +19,7 @@ from birdie_jax.models.chunked_loss import chunk_layout, chunked_token_losses
 from birdie_jax.models.forward import token_losses
 from birdie_jax.models.layers import Embedder
 from birdie_jax.parallel.mesh import make_mesh
-from birdie_jax.parallel.sharding import batch_sharding, replicated
+from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.identity import IDENTITY_KEYS
 from birdie_jax.train.state import make_train_setup
 from birdie_jax.train.step import mean_loss
@@ -68,8 +70,8 @@ def test_losses_and_gradients_equal_plain_path(dtype, soft_cap, chunks):
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask
 
   def chunked(chunk, table, hidden):
-    return chunked_token_losses(nnx.merge(graphdef, table).decode, hidden, targets, mask,
-                                chunk=chunk)
+    return chunked_token_losses(lambda table, x: nnx.merge(graphdef, table).decode(x), table,
+                                hidden, targets, mask, chunk=chunk)
 
   def mean_and_grads(losses_fn, table, hidden):
     def mean(table, hidden):
@@ -128,7 +130,7 @@ def _initial_params() -> dict:
 
 def _losses_and_grads(shape: dict[str, int], devices, chunks: tuple[int, ...]):
   """`token_losses` and the gradient of the mean loss for each `loss_chunk` in `chunks` (one
-  program), on a mesh of `shape`; and the params' partition specs."""
+  program), on a mesh of `shape`; the params' partition specs; the compiled program's text."""
   config = _model_config()
   config.mesh.shape.update(shape)
   mesh = make_mesh(shape, devices=devices)
@@ -145,18 +147,33 @@ def _losses_and_grads(shape: dict[str, int], devices, chunks: tuple[int, ...]):
   with jax.set_mesh(mesh):
     batch = {k: jax.device_put(v, batch_sharding(mesh, setup.rules, v.ndim))
              for k, v in _batch().items()}
-    out = jax.jit(run, in_shardings=(setup.param_shardings, None))(params, batch)
+    compiled = jax.jit(run, in_shardings=(setup.param_shardings, None)).lower(
+        params, batch).compile()
+    out = compiled(params, batch)
   specs = {str(x.spec) for x in jax.tree.leaves(setup.param_shardings)}
-  return [(jax.device_get(losses), jax.device_get(grads)) for (_, losses), grads in out], specs
+  results = [(jax.device_get(losses), jax.device_get(grads)) for (_, losses), grads in out]
+  return results, specs, compiled.as_text()
+
+
+def _loop_all_reduces(hlo: str) -> list[str]:
+  """The result shapes of the all-reduces inside while-loop bodies of a compiled HLO module."""
+  bodies = set(re.findall(r"body=%?([\w.\-]+)", hlo))
+  shapes = []
+  for computation in re.split(r"\n(?=\S)", hlo):
+    if computation.split(" ", 1)[0].lstrip("%") in bodies:
+      shapes += re.findall(r"= (\S+|\([^)]*\)) all-reduce(?:-start)?\(", computation)
+  return shapes
 
 
 def test_model_gradients_equal_plain_path_and_sharded_equals_unsharded():
   """Through `token_losses` (training's and evaluation's loss) on the real model: the chunked
   losses and parameter gradients (the tied embedding's from both ends) equal the plain path's on
-  one device, and on the (data=2, fsdp=2, tensor=2) mesh equal one device's."""
+  one device, and on the (data=2, fsdp=2, tensor=2) mesh equal one device's. The table's
+  gradient is all-reduced after the chunk loop, not inside it (the loop's all-reduces are the
+  vocabulary split's, B x chunk wide)."""
   assert jax.device_count() == 8
-  single, _ = _losses_and_grads({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1],
-                                (0, CHUNK))
+  single, _, _ = _losses_and_grads({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1],
+                                   (0, CHUNK))
   (plain_losses, plain_grads), (losses_1, grads_1) = single
   batch = _batch()
   assert np.all(plain_losses[batch["loss_mask"] == 0] == 0)
@@ -164,13 +181,69 @@ def test_model_gradients_equal_plain_path_and_sharded_equals_unsharded():
   np.testing.assert_allclose(losses_1, plain_losses, rtol=1e-6, atol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                grads_1, plain_grads)
-  sharded, specs = _losses_and_grads({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices(),
-                                     (CHUNK,))
+  table = f"[{VOCAB // 2},16]"  # a device's share of the table (vocab over tensor 2, width 16)
+  sharded, specs, hlo = _losses_and_grads({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices(),
+                                          (CHUNK,))
   assert any("fsdp" in s for s in specs) and any("tensor" in s for s in specs)
   (losses_8, grads_8), = sharded
   np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5, atol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
                grads_8, grads_1)
+  in_loop = _loop_all_reduces(hlo)
+  assert in_loop and not any(table in s for s in in_loop), in_loop
+
+
+def _float64_reference(hidden, table, targets, mask, soft_cap):
+  """Per-token losses and the mean loss's gradients (table, hidden) in float64, by hand."""
+  hidden, table = np.float64(hidden), np.float64(table)
+  raw = hidden @ table.T
+  logits = soft_cap * np.tanh(raw / soft_cap)
+  top = logits.max(-1, keepdims=True)
+  lse = top[..., 0] + np.log(np.exp(logits - top).sum(-1))
+  picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  losses = (lse - picked) * mask
+  softmax = np.exp(logits - lse[..., None])
+  onehot = np.eye(table.shape[0])[targets]
+  d_logits = (softmax - onehot) * (mask / mask.sum())[..., None]
+  d_raw = d_logits * (1.0 - np.tanh(raw / soft_cap) ** 2)
+  return losses, np.einsum("blv,bld->vd", d_raw, hidden), d_raw @ table
+
+
+def test_rows_and_positions_split_equal_a_float64_reference():
+  """On a (data=2, sequence=2, tensor=2) mesh: rows, positions (36 -> 18 a device, chunks of 5:
+  4 chunks, 2 padded positions) and the vocabulary split; losses and gradients equal a float64
+  reference, and the table's gradient is all-reduced after the chunk loop, not in it."""
+  batch, length, width, vocab, soft_cap = 4, 36, 16, 64, 5.0
+  with nnx.use_eager_sharding(False):
+    embed = Embedder(vocab, width, rngs=nnx.Rngs(0), dtype=jnp.float32, soft_cap=soft_cap)
+  graphdef, table = nnx.split(embed)
+  rng = np.random.default_rng(2)
+  hidden = np.float32(3.0 * rng.standard_normal((batch, length, width)))
+  targets = rng.integers(0, vocab, (batch, length)).astype(np.int32)
+  mask = _ragged_mask(rng, (batch, length))
+  rules = default_config().mesh.axis_rules
+  mesh = make_mesh({"data": 2, "sequence": 2, "tensor": 2})
+  rows = NamedSharding(mesh, PartitionSpec("data", "sequence"))
+
+  def mean(table, hidden, targets, mask):
+    losses = chunked_token_losses(lambda table, x: nnx.merge(graphdef, table).decode(x), table,
+                                  hidden, targets, mask, chunk=5, rules=rules)
+    return jnp.sum(losses) / jnp.sum(mask), losses
+
+  with jax.set_mesh(mesh):
+    args = (jax.device_put(table, NamedSharding(mesh, PartitionSpec("tensor", None))),
+            jax.device_put(hidden, rows), jax.device_put(targets, rows),
+            jax.device_put(mask, rows))
+    compiled = jax.jit(jax.value_and_grad(mean, argnums=(0, 1), has_aux=True)).lower(
+        *args).compile()
+    (_, losses), (d_table, d_hidden) = compiled(*args)
+  ref_losses, ref_table, ref_hidden = _float64_reference(
+      hidden, np.asarray(table["table"][...]), targets, mask, soft_cap)
+  np.testing.assert_allclose(losses, ref_losses, rtol=2e-6, atol=2e-6)
+  np.testing.assert_allclose(d_table["table"][...], ref_table, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(d_hidden, ref_hidden, rtol=1e-4, atol=1e-8)
+  in_loop = _loop_all_reduces(compiled.as_text())
+  assert in_loop and not any(f"[{vocab // 2},{width}]" in s for s in in_loop), in_loop
 
 
 def test_loss_gradient_temporaries_shrink_with_the_chunk():

@@ -3,37 +3,51 @@ float32 logits of the whole batch (B x L x vocab) never exist, neither in the fo
 a residual kept for the backward pass.
 
     hidden = model.features(inputs, segment_ids=..., positions=..., prefix_mask=...)  # (B, L, D)
-    losses = chunked_token_losses(model.embed.decode, hidden, targets, loss_mask, chunk=256)
+    graphdef, embed = nnx.split(model.embed)
+    decode = lambda embed, x: nnx.merge(graphdef, embed).decode(x)  # the model's own decode
+    losses = chunked_token_losses(decode, embed, hidden, targets, loss_mask, chunk=256,
+                                  rules=placed.rules)
 
 `models.forward.token_losses` takes this path when `model.loss_chunk` > 0 (0: the plain path, the
 whole batch's logits then optax's cross-entropy). Training, the held-out loss and every evaluation
 go through `token_losses`, so they all follow the key.
 
-Layout. Chunk i holds the positions p with p % n == i (n = ceil(L / chunk) chunks of
-ceil(L / n) <= chunk positions each; L is padded with masked positions up to a multiple of n):
-each chunk keeps the rows' `batch` sharding, and with the length split over a `sequence` mesh
-axis each device still holds its own positions of every chunk (contiguous chunks would put a
-whole chunk on one device). `jax.lax.scan` runs the chunks in turn; its body is
-`jax.checkpoint`ed, so the backward pass stores only the hidden states (B x L x D, already kept
-by the model) and recomputes one chunk's logits at a time. Peak memory for the loss: one chunk's
-float32 logits, B x chunk x vocab, a few times over (logits, their softmax and gradient).
+Layout. Under a mesh, each device works on its own rows and positions: a `jax.shard_map` manual
+over the mesh axes that split the batch and the length (`data`, `fsdp`, `sequence` under the
+default rules), automatic over the rest (the vocabulary split over `tensor` stays GSPMD's: the
+logsumexp and the target's logit become small all-reduces of B x chunk). The embedding enters
+replicated over the manual axes (the FSDP all-gather, once) and is cast to varying before the
+loop, so each device sums its own table gradient over the chunks and the sum over devices is one
+all-reduce after the loop, as in the plain path, not one per chunk. Within a device, chunk i holds
+the local positions p with p % n == i (n = ceil(L_local / chunk) chunks of ceil(L_local / n) <=
+chunk positions, padded with masked positions). `jax.lax.scan` runs the chunks in turn; its body is
+`jax.checkpoint`ed, so the backward pass keeps only the hidden states (B x L x D, which the model
+holds anyway) and recomputes one chunk's logits at a time. The loss's peak memory per device: one
+chunk's float32 logits, B_local x chunk x V_local, a few times over (logits, softmax, gradient).
 
-Numerics: each chunk's logits are exactly the plain path's (`decode` is the model's own
-`Embedder.decode`: the matmul in the compute dtype accumulating in float32, float32 logits, the
-soft cap); per token the loss is `logsumexp(logits) - logits[target]` in float32, as optax's
-`softmax_cross_entropy_with_integer_labels` computes it (the target logit picked by a one-hot
-select, exact, which partitions over a vocab split across a `tensor` axis where a gather would
-not). The losses equal the plain path's up to how XLA tiles the matmul; the embedding table's
-gradient is a sum over chunks in float32 rather than one matmul (in bfloat16 compute, a chunk's
-gradient is rounded to bfloat16 instead of the whole batch's: slightly more accurate).
-Cost: the unembedding matmul runs once more in the backward pass (logits recomputed).
+Numerics: each chunk's logits are the plain path's (`decode` is the model's own `Embedder.decode`:
+the matmul in the compute dtype accumulating in float32, float32 logits, the soft cap); per token
+the loss is `logsumexp(logits) - logits[target]` in float32, as optax's
+`softmax_cross_entropy_with_integer_labels` computes it (the target's logit picked by an exact
+one-hot select, which partitions over a split vocabulary where a gather would not). Losses equal
+the plain path's up to how XLA tiles the matmul; the table's gradient is a float32 sum over chunks
+rather than one matmul (in bfloat16 compute each chunk's part is rounded to bfloat16, not the
+whole batch's: slightly more accurate). Cost: the unembedding matmul runs once more (the backward
+pass recomputes the logits).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from birdie_jax.parallel.sharding import Rules, activation_spec, axis_rules
+
+Decode = Callable[[Any, jax.Array], jax.Array]  # (params, (B, w, D) hidden) -> (B, w, V) float32
 
 
 def chunk_layout(length: int, chunk: int) -> tuple[int, int]:
@@ -53,30 +67,74 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def chunked_token_losses(decode: Callable[[jax.Array], jax.Array], hidden: jax.Array,
-                         targets: jax.Array, loss_mask: jax.Array, *, chunk: int) -> jax.Array:
-  """Per-token cross-entropy (float32, B x L), zero where `loss_mask` is 0, from the hidden
-  states `hidden` (B, L, D) and `decode`, which maps (B, w, D) to float32 logits (B, w, V).
-
-  `chunk` bounds the positions of each row decoded at once (see the module docstring for the
-  layout); `decode` may close over parameters (the tied embedding): their gradients flow."""
-  batch, length, width = hidden.shape
+def _scan_chunks(decode: Decode, params, hidden: jax.Array, targets: jax.Array,
+                 loss_mask: jax.Array, chunk: int) -> jax.Array:
+  """The losses of (local) rows, `chunk` positions of each at a time (see the module docstring)."""
+  batch, length = hidden.shape[:2]
   n, w = chunk_layout(length, chunk)
   pad = n * w - length
 
   def chunks(x: jax.Array) -> jax.Array:  # (B, L, ...) -> (n, B, w, ...): chunk i = p % n == i
     x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
-    x = x.reshape(batch, w, n, *x.shape[2:])
-    return jnp.moveaxis(x, 2, 0)
+    return jnp.moveaxis(x.reshape(batch, w, n, *x.shape[2:]), 2, 0)
 
   @jax.checkpoint  # the backward pass recomputes a chunk's logits: nothing of size V is kept
-  def chunk_losses(x, t, m):
-    return cross_entropy(decode(x), t) * m
+  def chunk_losses(params, x, t, m):
+    return cross_entropy(decode(params, x), t) * m
 
   def body(carry, xs):
-    return carry, chunk_losses(*xs)
+    return carry, chunk_losses(params, *xs)
 
-  mask = jnp.asarray(loss_mask)
-  xs = (chunks(hidden), chunks(targets.astype(jnp.int32)), chunks(mask))
+  xs = (chunks(hidden), chunks(targets.astype(jnp.int32)), chunks(loss_mask))
   _, losses = jax.lax.scan(body, None, xs)  # (n, B, w)
   return jnp.moveaxis(losses, 0, 2).reshape(batch, n * w)[:, :length]
+
+
+def _axes(entry) -> tuple[str, ...]:
+  return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _without(rules: Rules, axes: tuple[str, ...]) -> tuple:
+  """The rules table with `axes` (manual inside the shard_map) taken out of every entry."""
+  return tuple((name, tuple(a for a in _axes(target) if a not in axes)) for name, target in rules)
+
+
+def chunked_token_losses(decode: Decode, params, hidden: jax.Array, targets: jax.Array,
+                         loss_mask: jax.Array, *, chunk: int,
+                         rules: Rules | None = None) -> jax.Array:
+  """Per-token cross-entropy (float32, B x L), zero where `loss_mask` is 0.
+
+  Args:
+    decode: (params, (B, w, D) hidden states) -> float32 logits (B, w, V); differentiable in
+      `params` (the tied embedding: its gradient flows).
+    params: what `decode` reads (a pytree; the model's embedding `nnx.State`).
+    hidden: the final hidden states (B, L, D), in the compute dtype.
+    targets: integer targets (B, L); loss_mask: their weights (B, L).
+    chunk: at most this many positions of each (local) row are decoded at once.
+    rules: the logical-axis rules the model runs under (`PlacedModel.rules`); under a mesh, the
+      mesh axes they give the batch and length are the shard_map's manual axes. None: no
+      layout of its own (one device, or whatever rules the caller made current).
+  """
+  mask = jnp.asarray(loss_mask)
+  if rules is None:
+    return _scan_chunks(decode, params, hidden, targets, mask, chunk)
+  with axis_rules(rules):
+    spec = activation_spec(("batch", "length"), hidden.shape[:2])
+    mesh = jax.sharding.get_abstract_mesh()
+    rows, positions = (_axes(spec[0]), _axes(spec[1])) if spec is not None else ((), ())
+    if math.prod(mesh.shape[a] for a in rows + positions) == 1:
+      return _scan_chunks(decode, params, hidden, targets, mask, chunk)
+  manual = rows + positions
+  local_rules = _without(rules, manual)
+  layout = PartitionSpec(rows or None, positions or None)
+
+  def local(params, hidden, targets, mask):
+    # Varying before the loop: the table gradient is summed per device over the chunks and
+    # all-reduced once, where this cast transposes, instead of once per chunk inside the loop.
+    params = jax.lax.pcast(params, manual, to="varying")
+    with axis_rules(local_rules):
+      return _scan_chunks(decode, params, hidden, targets, mask, chunk)
+
+  return jax.shard_map(local, in_specs=(PartitionSpec(), layout, layout, layout),
+                       out_specs=layout, axis_names=frozenset(manual))(
+                           params, hidden, targets, mask)

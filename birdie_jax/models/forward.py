@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from birdie_jax.models.chunked_loss import chunked_token_losses
 from birdie_jax.models.placed import PlacedModel
@@ -48,8 +49,10 @@ def token_losses(placed: PlacedModel, params, batch: Batch, *,
     with axis_rules(placed.rules):
       hidden = model.features(batch["inputs"], segment_ids=batch["segment_ids"],
                               positions=batch["positions"], prefix_mask=batch["prefix_mask"])
-      return chunked_token_losses(model.embed.decode, hidden, batch["targets"],
-                                  batch["loss_mask"], chunk=chunk)
+    graphdef, embed = nnx.split(model.embed)
+    return chunked_token_losses(lambda embed, x: nnx.merge(graphdef, embed).decode(x), embed,
+                                hidden, batch["targets"], batch["loss_mask"], chunk=chunk,
+                                rules=placed.rules)
   logits = batch_logits(placed, params, batch)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   return ce * batch["loss_mask"]
