@@ -1,6 +1,7 @@
 """`model.loss_chunk`: the chunked cross-entropy (models/chunked_loss.py) equals the plain path
 (the whole batch's logits, optax's cross-entropy) in losses and gradients, sharded equals
-unsharded, and the compiled loss gradient's temporaries shrink with the chunk."""
+unsharded (and a float64 reference), the table's gradient is reduced over devices once, not per
+chunk, and the compiled loss gradient's temporaries shrink with the chunk."""
 import functools
 import re
 
@@ -38,7 +39,7 @@ def _ragged_mask(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray
   return mask
 
 
-def test_chunk_layout_covers_each_position_once():
+def test_chunk_layout_pads_less_than_one_position_per_chunk():
   for length in (1, 7, 37, 64, 100):
     for chunk in (1, 3, 8, 64, 200):
       n, w = chunk_layout(length, chunk)
