@@ -1,4 +1,5 @@
-"""The Colab demo notebook runs end to end on CPU (train, plots, generation, phonebook evaluation):
+"""The Colab demo notebook runs end to end on CPU (train, plots, generation, phonebook evaluation,
+instruction tuning, an lm-eval-harness call):
 its code cells, in order, in a fresh Python (IPython `!`/`%` lines dropped), started in the
 notebook's folder as Jupyter would."""
 import json
@@ -54,3 +55,16 @@ def test_notebook_trains_plots_generates_and_evaluates(tmp_path):
   report = json.loads((workdir / "eval" / "10.json").read_text(encoding="utf-8"))
   assert list(report["tasks"]) == ["phonebook"] and report["seq_len"] == 512
   assert "| phonebook | digit_accuracy |" in out
+  # Instruction tuning: 8 steps on the tiny set, validated at 4 and 8, from the run's params.
+  sft_rows = [json.loads(line) for line in
+              (tmp_path / "run-sft" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+  assert [r["step"] for r in sft_rows if "val_loss" in r] == [4, 8]
+  assert any(line.startswith("'Repeat this sentence: To be, or not to be' -> ")
+             for line in out.splitlines())
+  # lm-eval-harness: lm-eval's table (a task's first metric on its row, the others below it)
+  # holds the three toy tasks and their metrics.
+  cells = {cell.strip() for line in out.splitlines() if line.startswith("|")
+           for cell in line.split("|")}
+  for name in ("toy_choice", "toy_generate", "toy_rolling", "acc", "exact_match",
+               "word_perplexity"):
+    assert name in cells, name
