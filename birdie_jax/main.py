@@ -1,6 +1,7 @@
 """The training job: `python -m birdie_jax.main --config=configs/base.py [--workdir=DIR]`.
 
-Overrides: `--config=configs/base.py:variant`, `--config.train.steps=100`. Everything else lives in
+Overrides: `--config=configs/base.py:variant`, `--config.train.steps=100`; `--init_from=DIR` starts
+from a released RecurrentGemma checkpoint (`train.init_from`). Everything else lives in
 `birdie_jax.train.loop.train_and_evaluate`, which a notebook can call directly.
 
 Multi-process runs start every process with the same command; `--num_processes`, `--process_id`
@@ -22,6 +23,9 @@ from birdie_jax.parallel import distributed
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/default", "Checkpoints, metrics, tokenizer.")
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "A first start's params from a RecurrentGemma checkpoint directory (the "
+    "same as --config.train.init_from; README: Continuing a released RecurrentGemma).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-process: HOST:PORT of process 0, the same on every "
     "process (default: $JAX_COORDINATOR_ADDRESS).")
@@ -42,6 +46,11 @@ def main(argv: list[str]) -> None:
   config = cli.config_flag(_PROGRAM)
   if config is None:
     cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/base.py")
+  if _INIT_FROM.value:
+    if config.train.init_from not in ("", _INIT_FROM.value):
+      cli.fail(_PROGRAM, f"--init_from={_INIT_FROM.value} and --config.train.init_from="
+               f"{config.train.init_from} differ: give one")
+    config.train.init_from = _INIT_FROM.value
   cli.quiet_logging()
   from birdie_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   try:

@@ -284,6 +284,26 @@ def test_main_on_an_mlp_of_width_zero(tmp_path, capsys):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_main_init_from_a_folder_that_is_no_recurrentgemma_checkpoint(tmp_path, capsys):
+  """--init_from (train.init_from) is checked before the data, tokenizer or model are built; the
+  flag and the config key may not disagree."""
+  (tmp_path / "ckpt").mkdir()
+  with _imported("birdie_jax.main") as program:
+    code, lines = _run("birdie_jax", *program, ["--config=configs/base.py:tiny",
+                                                f"--workdir={tmp_path}/run",
+                                                f"--init_from={tmp_path}/ckpt"], capsys)
+  _assert_one_line(code, lines, "birdie_jax", f"train.init_from {tmp_path}/ckpt is not a "
+                   "RecurrentGemma checkpoint directory (the Orbax params that "
+                   "recurrentgemma.jax.load_parameters reads)")
+  assert not (tmp_path / "run" / "tokenizer").exists()
+  with _imported("birdie_jax.main") as program:
+    code, lines = _run("birdie_jax", *program, ["--config=configs/base.py:tiny",
+                                                f"--workdir={tmp_path}/run", "--init_from=a",
+                                                "--config.train.init_from=b"], capsys)
+  _assert_one_line(code, lines, "birdie_jax", "--init_from=a and --config.train.init_from=b "
+                   "differ: give one")
+
+
 # the workdir check and degenerate model sizes
 
 def test_check_writable(tmp_path, monkeypatch):

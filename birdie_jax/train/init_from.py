@@ -138,6 +138,16 @@ def load_init_params(path: str, model_config: ModelConfig | Mapping[str, Any],
   return params
 
 
+def check_init_from(config: ml_collections.ConfigDict, first_start: bool) -> None:
+  """At a first start with `train.init_from` set, one ConfigError line unless it is a RecurrentGemma
+  checkpoint directory: checked before the data and tokenizer are built, so a mistyped path stops
+  at once (a resumed run restores its own checkpoint and never reads it)."""
+  path = config.train.init_from
+  if path and first_start and not is_recurrentgemma_checkpoint(path):
+    raise ConfigError(f"{_KEY} {path} is not a RecurrentGemma checkpoint directory (the Orbax "
+                      "params that recurrentgemma.jax.load_parameters reads)")
+
+
 def init_params(config: ml_collections.ConfigDict, setup, vocab_size: int) -> Any:
   """`train.init_from`'s params placed in `setup.param_shardings` (a `PlacedModel`'s), or None
   when the config names no checkpoint. Every process reads the whole checkpoint."""

@@ -58,7 +58,7 @@ from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.identity import Resume, check_resume
 from birdie_jax.train.mixture_control import MixtureControl
 from birdie_jax.train.metrics import Eta, MetricsWriter, Throughput, progress_line
-from birdie_jax.train.init_from import init_params
+from birdie_jax.train.init_from import check_init_from, init_params
 from birdie_jax.train.nonfinite import NonFiniteGuard
 from birdie_jax.train.preemption import PreemptionSignal, stopped_by_error
 from birdie_jax.train.source_metrics import source_tokens, validation_batches, validation_loss
@@ -148,6 +148,7 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str, make_inputs: Mak
   _check_batch(config, mesh)
   check_batch_layout(mesh, rules, config.train.batch_size, config.train.seq_len)
   resume = check_resume(config, workdir)  # a changed run stops here, before anything is read
+  check_init_from(config, first_start=resume.record is None and not resume.legacy)
 
   # ## Inputs: the pinned tokenizer, training and validation batches (pre-training: documents,
   # the objective mixture and its controller).
