@@ -1,6 +1,7 @@
 """Shared test helpers: tiny configs and synthetic packed batches."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -49,3 +50,20 @@ def packed_batch(rng: np.random.Generator, batch: int, length: int, vocab: int,
   return {"inputs": inputs, "targets": targets, "loss_mask": loss_mask,
           "segment_ids": segment_ids, "positions": positions,
           "prefix_mask": np.zeros((batch, length), bool)}
+
+
+@contextlib.contextmanager
+def flags_of(define):
+  """The absl flags `define` adds, for one test; removed afterwards (programs define theirs only
+  when run), with absl's parsed state and logging verbosity as they were."""
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  before, parsed, verbosity = set(flags.FLAGS), flags.FLAGS.is_parsed(), logging.get_verbosity()
+  define()
+  try:
+    yield
+  finally:
+    for name in set(flags.FLAGS) - before:
+      delattr(flags.FLAGS, name)
+    if not parsed:
+      flags.FLAGS.unparse_flags()
+    logging.set_verbosity(verbosity)

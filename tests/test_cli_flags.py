@@ -15,7 +15,6 @@ import types
 from unittest import mock
 
 from absl import flags
-from absl import logging
 from etils import epath
 import numpy as np
 import pytest
@@ -31,31 +30,15 @@ from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.trained_run import TrainedRun
 from birdie_jax.workdir import check_writable
-from helpers import ROOT, subprocess_env, tiny_config
+from helpers import ROOT, flags_of, subprocess_env, tiny_config
 from models_helpers import fast_compile  # noqa: F401  (fixture)
-
-
-@contextlib.contextmanager
-def _flags_of(define):
-  """The flags `define` adds, for one test; removed afterwards (programs define theirs only when
-  run), with absl's parsed state and logging verbosity as they were."""
-  before, parsed, verbosity = set(flags.FLAGS), flags.FLAGS.is_parsed(), logging.get_verbosity()
-  define()
-  try:
-    yield
-  finally:
-    for name in set(flags.FLAGS) - before:
-      delattr(flags.FLAGS, name)
-    if not parsed:
-      flags.FLAGS.unparse_flags()
-    logging.set_verbosity(verbosity)
 
 
 def _run(program, define, main, args, capsys):
   """(exit status, stderr lines) of `main` on `args`, parsed as `program`'s command line."""
   argv = [program, *args]
   # config_flags reads `--config.key=value` overrides from sys.argv, as under app.run.
-  with _flags_of(define), mock.patch.object(sys, "argv", argv), \
+  with flags_of(define), mock.patch.object(sys, "argv", argv), \
        pytest.raises(SystemExit) as exited:
     main(cli.flags_parser(program)(argv))
   return exited.value.code, capsys.readouterr().err.strip().splitlines()

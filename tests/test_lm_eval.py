@@ -4,7 +4,6 @@ target probabilities of birdie_jax's own forward pass (`models.forward`) on each
 alone, in both layouts, though it packs several requests to a row; greedy flags, generation cut at
 the until strings, rolling windows that score every token once; lm-eval's `simple_evaluate` and the
 CLI on local toy tasks (tests/data/lm_eval: no download)."""
-import contextlib
 import functools
 import json
 import math
@@ -16,7 +15,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 import jax  # noqa: E402
 import lm_eval  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
@@ -38,7 +36,7 @@ from birdie_jax.parallel.sharding import axis_rules  # noqa: E402
 from birdie_jax.train.checkpointing import param_shapes  # noqa: E402
 from birdie_jax.train.identity import check_resume  # noqa: E402
 from birdie_jax.trained_run import load_run  # noqa: E402
-from helpers import ROOT, tiny_config  # noqa: E402
+from helpers import ROOT, flags_of, tiny_config  # noqa: E402
 from models_helpers import fast_compile  # noqa: E402,F401  (fixture)
 
 TASKS = str(ROOT / "tests" / "data" / "lm_eval")
@@ -237,24 +235,9 @@ def test_simple_evaluate_runs_the_toy_tasks_by_name(workdir, fast_compile):  # n
   assert results["config"]["model"] == "birdie_jax" and results["config"]["step"] == 1
 
 
-@contextlib.contextmanager
-def _flags():
-  """The CLI's flags for one test, removed afterwards (as tests/test_cli_flags.py does)."""
-  before, parsed, verbosity = set(flags.FLAGS), flags.FLAGS.is_parsed(), logging.get_verbosity()
-  adapter.define_flags()
-  try:
-    yield
-  finally:
-    for name in set(flags.FLAGS) - before:
-      delattr(flags.FLAGS, name)
-    if not parsed:
-      flags.FLAGS.unparse_flags()
-    logging.set_verbosity(verbosity)
-
-
 def _main(*args):
   argv = ["birdie_jax.lm_eval", *args]
-  with _flags(), mock.patch.object(sys, "argv", argv):
+  with flags_of(adapter.define_flags), mock.patch.object(sys, "argv", argv):
     adapter.main(cli.flags_parser("birdie_jax.lm_eval")(argv))
 
 
