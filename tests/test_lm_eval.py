@@ -14,7 +14,6 @@ from unittest import mock
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import lm_eval  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
