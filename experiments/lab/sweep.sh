@@ -24,7 +24,7 @@ stage() {
   if [ "$left" -lt 45 ]; then return; fi
   python -m birdie_jax.lab --config="$config" --workdir="$workdir" --report="$report" \
     --plots="$plots" --config.max_minutes="$(awk "BEGIN {print ($left - 25) / 60}")" "$@" 2>&1 \
-    | grep -v "^WARNING\|^I0000\|^W0000"
+    | grep -v "^WARNING\|^[IW][0-9]\{4\} "
 }
 # The config's tasks named in $1 (comma-separated task names, difficulties from the config).
 tasks_of() {

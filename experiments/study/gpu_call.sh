@@ -22,7 +22,7 @@ workdir=workdirs/study/$arm
 tiny=""
 case $arm in *,tiny) tiny=--tiny;; esac  # CPU smoke runs: `bash ... hawk-50m-birdie-s0,tiny 20`
 config=experiments/study/config.py:$arm
-quiet() { grep -v "^WARNING\|^I0000\|^W0000"; }
+quiet() { grep -v "^WARNING\|^[IW][0-9]\{4\} "; }
 # Seconds left before the tarball must be written (30 s kept for it).
 left() { echo $(( budget * 60 - ($(date +%s) - start) - 30 )); }
 
