@@ -183,6 +183,7 @@ def test_aot_without_libtpu_says_what_is_missing(monkeypatch, capsys):
      "argument --prompt_lens: must be a positive integer, got 'x'"),
     (["scan", "--shapes=8x8"], "birdie_jax.bench scan", "argument --shapes: must list BxLxD"),
     (["scan", "--impls=fast"], "birdie_jax.bench scan", "argument --impls: must list some of"),
+    (["scan", "--autotune"], "birdie_jax.bench scan", "--autotune tunes GPU tilings: run it on a"),
     (["controller", "--repeats=-1"], "birdie_jax.bench controller",
      "argument --repeats: must be a positive integer"),
     (["objectives", "--seconds=nan"], "birdie_jax.bench objectives",

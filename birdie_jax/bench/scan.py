@@ -5,11 +5,13 @@ floor (bytes that must move over the device-copy bandwidth measured in the same 
 passes forward, 8 forward+backward) and their ratio, plus the relative error of y and of the
 gradients against the associative scan, and the seconds the first forward and backward calls
 took (`compile_s`: mostly compiling; unrolled Triton kernels can take minutes). Pallas tilings
-(`--tilings`) are swept beside the default. One JSON line per measurement is appended to
+(`--tilings`) are swept beside the card's own (`--autotune` first reruns the per-card autotune of
+ops/scan_autotune.py and prints what each candidate took). One JSON line per measurement is appended to
 `--results` as soon as it is taken.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -20,7 +22,8 @@ import numpy as np
 from birdie_jax import cli
 from birdie_jax.bench import harness
 from birdie_jax.ops.scan import linear_scan
-from birdie_jax.ops.scan_pallas import Tiling, default_tiling, pallas_scan
+from birdie_jax.ops import scan_autotune
+from birdie_jax.ops.scan_pallas import GPU_PLATFORMS, Tiling, default_tiling, pallas_scan
 
 _COLUMNS = ("impl", "shape", "fwd_ms", "fwd_floor_ms", "fwd_ratio", "fwd_bwd_ms",
             "fwd_bwd_floor_ms", "fwd_bwd_ratio", "y_rel_err", "grad_rel_err", "compile_s")
@@ -66,8 +69,8 @@ def measure(shape: tuple[int, int, int], dtype: jnp.dtype, fns: dict, bandwidth:
            "y_rel_err": _rel_err(y, reference[0]),
            "grad_rel_err": max(_rel_err(p, q) for p, q in zip(grads, reference[1])),
            "compile_s": first_call_s,
-           "copy_gb_per_s": bandwidth / 1e9, "pallas_default": default_tiling(
-               jax.default_backend()).spec()}
+           "copy_gb_per_s": bandwidth / 1e9, "pallas_default": (
+               scan_autotune.tiling_for_backend() or default_tiling(jax.default_backend())).spec()}
     for kind, floor in floors.items():
       row[f"{kind}_floor_ms"] = floor
       row[f"{kind}_ratio"] = row[f"{kind}_ms"] / floor
@@ -93,6 +96,9 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--tilings", default="",
                       help="extra Pallas tilings WIDTHxUNROLLxWARPS[xLEN][b][p][sSTAGES], "
                       "comma-separated (b: block loads, p: prefetch, sN: Triton num_stages)")
+  parser.add_argument("--autotune", action="store_true",
+                      help="first rerun the per-card tiling autotune (ops/scan_autotune.py), "
+                      "print each candidate's time and cache the choice that `pallas` then uses")
   parser.add_argument("--copy_mib", type=cli.positive_int, default=1024,
                       help="size of the bandwidth probe")
   parser.add_argument("--reps", type=cli.positive_int, default=7, help="timed repetitions (median)")
@@ -102,6 +108,12 @@ def main(argv: list[str]) -> None:
     tilings = [Tiling.parse(spec) for spec in args.tilings.split(",") if spec]
   except ValueError as e:
     parser.error(str(e))
+  if args.autotune:
+    if jax.default_backend() not in GPU_PLATFORMS:
+      parser.error("--autotune tunes GPU tilings: run it on a GPU")
+    kind = jax.devices()[0].device_kind
+    scan_autotune.retune(kind)
+    print(json.dumps(scan_autotune.read_cache()[kind], indent=1))
   bandwidth = harness.copy_bandwidth(args.copy_mib << 20)
   print(f"{harness.device_info()['card']}: device copy {bandwidth / 1e9:,.0f} GB/s")
   fns = _scan_fns(args.impls, tilings)

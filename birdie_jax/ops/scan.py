@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from birdie_jax.errors import ConfigError
+from birdie_jax.ops import scan_autotune
 from birdie_jax.ops.scan_pallas import pallas_scan
 
 # Steps per iteration of the sequential `lax.scan` loop.
@@ -99,7 +100,8 @@ def linear_scan(
   if chunk_size < 1:
     raise ConfigError(f"chunk_size must be positive, got {chunk_size}.")
   if impl is ScanImpl.PALLAS and x.shape[1]:
-    return pallas_scan(a, x, h0, reverse=reverse)  # Reads a, x as they are; float32 inside.
+    # Reads a, x as they are (float32 inside); on a GPU the card's tiling (scan_autotune.py).
+    return pallas_scan(a, x, h0, reverse=reverse, tiling=scan_autotune.tiling_for_backend())
   out_dtype = x.dtype
   a = a.astype(jnp.float32)
   x = x.astype(jnp.float32)

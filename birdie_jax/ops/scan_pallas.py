@@ -45,7 +45,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as plgpu
 
-_GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 # Rows of the neighbouring-block slice read by the TPU backward (a bf16 sublane tile).
 _EDGE_ROWS = 16
 # `Tiling.parse`'s syntax.
@@ -197,12 +197,12 @@ class _Plan:
     _, length, width = shape
     if tiling.backward is not None:  # checked with the forward, so that errors come at once
       cls.make(shape, (tiling.backward, platform))
-    if tiling.block_len is not None and platform in _GPU_PLATFORMS:
+    if tiling.block_len is not None and platform in GPU_PLATFORMS:
       raise ValueError("Triton runs grid steps in parallel: GPU tilings need block_len=None.")
     if platform == "tpu" and (tiling.block_loads or tiling.prefetch or tiling.num_stages != 1):
       raise ValueError(f"Tiling {tiling.spec()}: block loads (b), prefetch (p) and num_stages "
                        "(sN) are Triton options; TPU tilings take none of them.")
-    if tiling.block_loads and platform in _GPU_PLATFORMS and tiling.unroll & (tiling.unroll - 1):
+    if tiling.block_loads and platform in GPU_PLATFORMS and tiling.unroll & (tiling.unroll - 1):
       raise ValueError(f"Tiling {tiling.spec()}: Triton block loads need a power-of-2 unroll.")
     if tiling.block_len is None:
       block_len = length
@@ -258,7 +258,7 @@ class _Plan:
     params = None
     if self.platform == "tpu":
       params = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
-    elif self.platform in _GPU_PLATFORMS:
+    elif self.platform in GPU_PLATFORMS:
       params = plgpu.CompilerParams(num_warps=self.tiling.num_warps,
                                     num_stages=self.tiling.num_stages)
     return pl.pallas_call(kernel, grid=self.grid(batch), in_specs=in_specs, out_specs=out_specs,
