@@ -5,8 +5,13 @@
           phonebook with the question last, at widths 64-512; 4 LRs x 3 seeds per point. Run in
           pieces: `--config.max_minutes=9` per 10-minute call, the same command again continues.
     gpu256  the same over 256 data ids and shorter tasks (MQAR 16 pairs, disjointness 32,
-          phonebook 16 entries, MQAR-pq 32 pairs), 6000 steps, 6 learning rates 1e-4 to 3e-2.
-          Why (H100, 2026-12-07, `experiments/lab/runs/gpu256-*`): at 3000 steps and 1e-3 to
+          phonebook 16 entries, MQAR-pq 32 pairs), 24000 steps, 6 learning rates 1e-4 to 3e-2.
+          Why 24000 (H100, 2026-12-07, fourth session): at 6000 steps (`runs/gpu256/`) the
+          Transformer reached 1.000 on MQAR at widths 128-512 but at width 64 on one seed of
+          three; at 24000 (`runs/gpu256-w64-24k/`) on all three (lr 3e-2; the seeds crossed 0.99
+          at steps 5000, 5750 and 12500), and the Hawk points' accuracies were still rising at
+          6000. Every width and task gets the same steps, as in Zoology.
+          Earlier (`runs/gpu256-3k/`, `-lowlr/`, `-6k/`): at 3000 steps and 1e-3 to
           3e-2 the Transformer solved MQAR at widths 128 and 256 (1.000, lr 1e-3) but not at 512
           (0.25: the grid's lowest rate was too high; at 1e-4 it reached 1.000 on all seeds) nor
           at 64 (one seed of three; at 6000 steps, lr 2e-2, two of three). The 8192-id sweep
@@ -41,7 +46,7 @@ def get_config(arg: str = "gpu"):
     c.families = "transformer,hawk,gated_ssm,griffin"
     c.widths = "64,128,256,512"
     c.data_ids = 256
-    c.steps = 6000
+    c.steps = 24000
     c.learning_rates = "1e-4,3e-4,1e-3,3e-3,1e-2,3e-2"
   elif arg == "cpu":
     c.tasks = "mqar:8,disjoint_sf:16,disjoint_lf:16,phonebook_ql:8,mqar_pq:16"

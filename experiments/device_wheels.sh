@@ -1,8 +1,22 @@
-# Sourced by the scripts a lent GPU runs (experiments/lab/sweep.sh, experiments/study/gpu_call.sh):
-# the device image lacks ml_collections, sentencepiece and zstandard, so install them from the
-# carried .wheels/ (cp312 builds) into /tmp/site when any is missing, and put it on PYTHONPATH.
-if [ -d .wheels ] && ! python -c "import ml_collections, sentencepiece, zstandard" 2>/dev/null; then
-  python -m pip install -q --no-deps --no-index --find-links .wheels --target /tmp/site \
-    ml_collections sentencepiece zstandard 2>&1 | tail -1
-  export PYTHONPATH=/tmp/site:$PWD
+# Sourced by the scripts a lent GPU runs (experiments/lab/sweep.sh, experiments/study/*.sh): the
+# device image has JAX, Flax, Optax and Orbax but lacks ml_collections, sentencepiece, zstandard
+# and grain (with grain's array_record, cloudpickle and portpicker: the study's training loop
+# failed on `import grain` there, 2026-12-07), so install the missing ones from the carried
+# .wheels/ (cp312 builds; README "GPU calls" says how to fill it) into /tmp/site and put that on
+# PYTHONPATH.
+if [ -d .wheels ]; then
+  _missing=$(python - <<'PY'
+import importlib.util
+wanted = {"ml_collections": "ml_collections", "sentencepiece": "sentencepiece",
+          "zstandard": "zstandard", "grain": "grain", "array_record": "array-record",
+          "cloudpickle": "cloudpickle", "portpicker": "portpicker"}
+print(" ".join(dist for module, dist in wanted.items() if importlib.util.find_spec(module) is None))
+PY
+)
+  if [ -n "$_missing" ]; then
+    # shellcheck disable=SC2086
+    python -m pip install -q --no-deps --no-index --find-links .wheels --target /tmp/site \
+      $_missing 2>&1 | tail -1
+    export PYTHONPATH=/tmp/site:$PWD
+  fi
 fi
