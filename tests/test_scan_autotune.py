@@ -142,3 +142,13 @@ def test_a_bad_environment_spec_is_one_clear_error(monkeypatch):
 
 def test_cpu_scans_keep_the_platform_default():
   assert jax.default_backend() == "cpu" and scan_autotune.tiling_for_backend() is None
+
+
+def test_an_unwritable_cache_still_gives_the_choice(tmp_path, monkeypatch, capsys):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  monkeypatch.setenv("BIRDIE_JAX_CACHE_DIR", str(blocker))
+  tiling = scan_autotune.gpu_tiling("Card G", timer=_timer({"8x4x1": 1.0, "16x8x1": 2.0,
+                                                            "16x2x1": 0.5}))
+  assert tiling == Tiling.parse("8x4x1/16x2x1")
+  assert "could not cache the tiling" in capsys.readouterr().out
