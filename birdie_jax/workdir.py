@@ -30,6 +30,13 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
   return "://" in os.fspath(location)
 
 
+def cache_dir(name: str) -> str:
+  """`$BIRDIE_JAX_CACHE_DIR/<name>` (default root `~/.cache/birdie_jax`): caches that every run on
+  this machine shares (data indexes, the scan's per-card tilings), unlike a run's own files."""
+  root = os.environ.get("BIRDIE_JAX_CACHE_DIR") or "~/.cache/birdie_jax"
+  return os.path.join(os.path.expanduser(root), name)
+
+
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
   """Writes `data` so that readers see the old file or the new one, never a part (parent folders
   are made)."""

@@ -6,34 +6,16 @@ import importlib.metadata
 import json
 import pathlib
 import platform
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from birdie_jax.ops.timing import time_ms  # noqa: F401  (the benchmarks' timing, shared)
+
 RESULTS = "experiments/benchmarks/results.jsonl"
 _VERSIONED = ("jax", "jaxlib", "flax", "optax", "numpy")
-
-
-def time_ms(fn: Callable, *args, warmup: int = 2, reps: int = 7, inner: int = 1) -> float:
-  """Median milliseconds per call of `fn(*args)` over `reps` timings of `inner` calls each.
-
-  The `inner` calls are dispatched back to back and waited for once, which hides dispatch
-  latency for short kernels; `warmup` calls first keep compilation out of the numbers.
-  """
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    for _ in range(inner):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) * 1e3 / inner)
-  return statistics.median(times)
 
 
 def copy_bandwidth(nbytes: int = 1 << 30) -> float:

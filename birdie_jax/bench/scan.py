@@ -5,9 +5,9 @@ floor (bytes that must move over the device-copy bandwidth measured in the same 
 passes forward, 8 forward+backward) and their ratio, plus the relative error of y and of the
 gradients against the associative scan, and the seconds the first forward and backward calls
 took (`compile_s`: mostly compiling; unrolled Triton kernels can take minutes). Pallas tilings
-(`--tilings`) are swept beside the card's own (`--autotune` first reruns the per-card autotune of
-ops/scan_autotune.py and prints what each candidate took). One JSON line per measurement is appended to
-`--results` as soon as it is taken.
+(`--tilings`) are swept beside the card's own (`--autotune` first reruns the per-card autotune
+of ops/scan_autotune.py and prints what each candidate took). One JSON line per measurement is
+appended to `--results` as soon as it is taken.
 """
 from __future__ import annotations
 

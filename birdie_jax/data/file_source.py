@@ -27,6 +27,7 @@ from birdie_jax.data.documents import newline_chunks
 from birdie_jax.data.documents import SourceStats
 from birdie_jax.data.file_index import FileIndex
 from birdie_jax.data.file_index import index_files
+from birdie_jax import workdir
 from birdie_jax.errors import ConfigError
 
 TEXT_SUFFIXES = (".txt", ".md")  # read as text; file_index.JSONL_SUFFIXES as JSON lines
@@ -36,8 +37,7 @@ KNOWN = ", ".join(TEXT_SUFFIXES + file_index.JSONL_SUFFIXES) + " (or .gz, .xz, .
 def default_cache_dir() -> pathlib.Path:
   """Where file indexes and decompressed copies are cached: `$BIRDIE_JAX_CACHE_DIR/data_index`,
   else `~/.cache/birdie_jax/data_index`."""
-  root = os.environ.get("BIRDIE_JAX_CACHE_DIR") or "~/.cache/birdie_jax"
-  return pathlib.Path(root).expanduser() / "data_index"
+  return pathlib.Path(workdir.cache_dir("data_index"))
 
 
 def is_text_file(path: pathlib.Path) -> bool:

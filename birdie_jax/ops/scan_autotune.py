@@ -17,12 +17,12 @@ tiling is looked up per card (`jax.Device.device_kind`), in this order:
      jobs always do: their hosts must compile one program; tune the card in a single process
      first, or ship the cache file).
 
-The autotune times `FORWARDS` and `BACKWARDS` on a (8, 2048, 2048) bfloat16 scan (the Hawk-1.4B layer's shape
-per device at batch 8): forwards by the forward's median time, then backwards by forward+backward
-time with the chosen forward. Each candidate's outputs are checked against the associative scan
-first; a tiling that compiles wrongly or fails to compile is skipped, not chosen. Compiling the
-candidates takes most of its time (Triton unrolls `unroll` rows per loop iteration); the result is
-written atomically, so later runs on the card pay nothing.
+The autotune times `FORWARDS` and `BACKWARDS` on a (8, 2048, 2048) bfloat16 scan (the Hawk-1.4B
+layer's shape per device at batch 8): forwards by the forward's median time, then backwards by
+forward+backward time with the chosen forward. Each candidate's outputs are checked against the
+associative scan first; a tiling that compiles wrongly or fails to compile is skipped, not
+chosen. Compiling the candidates takes most of its time (Triton unrolls `unroll` rows per loop
+iteration); the result is written atomically, so later runs on the card pay nothing.
 
 Rerun it and print the choice with `python -m birdie_jax.bench scan --autotune` (it ignores the
 cache and rewrites it); record the card's choice in `KNOWN` with the benchmark's date.
@@ -34,8 +34,6 @@ import datetime
 import functools
 import json
 import os
-import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +45,8 @@ import numpy as np
 from birdie_jax.errors import ConfigError
 from birdie_jax.ops import scan_pallas
 from birdie_jax.ops.scan_pallas import Tiling
+from birdie_jax.ops.timing import time_ms
+from birdie_jax.workdir import cache_dir, write_atomic
 
 TILING_ENV = "BIRDIE_JAX_SCAN_TILING"
 AUTOTUNE_ENV = "BIRDIE_JAX_SCAN_AUTOTUNE"
@@ -72,8 +72,7 @@ _CHOSEN: dict[str, Tiling] = {}  # this process's answers per device kind
 
 def cache_path() -> str:
   """`$BIRDIE_JAX_CACHE_DIR/scan_tilings.json` (default folder `~/.cache/birdie_jax`)."""
-  root = os.environ.get("BIRDIE_JAX_CACHE_DIR") or "~/.cache/birdie_jax"
-  return os.path.join(os.path.expanduser(root), CACHE_FILE)
+  return cache_dir(CACHE_FILE)
 
 
 def _parse(spec: str, where: str) -> Tiling:
@@ -106,12 +105,8 @@ def read_cache(path: str | None = None) -> dict:
 def _write_cache(device_kind: str, entry: dict, path: str | None = None) -> None:
   """Adds `entry` for `device_kind` to the cache, atomically (a temporary file, then rename)."""
   path = path or cache_path()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  entries = {**read_cache(path), device_kind: entry}
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".scan_tilings.")
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
-    json.dump(entries, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  write_atomic(path, json.dumps({**read_cache(path), device_kind: entry}, indent=1,
+                                sort_keys=True))
 
 
 def _median_ms(tiling: Tiling, fn: Callable, args: tuple, reps: int = 7, inner: int = 20) -> float:
@@ -119,15 +114,7 @@ def _median_ms(tiling: Tiling, fn: Callable, args: tuple, reps: int = 7, inner: 
   back to back (a (8, 2048, 2048) forward takes about 0.1 ms on an H100, near one call's dispatch
   latency), after a warm call (`tiling` only names it)."""
   del tiling
-  jax.block_until_ready(fn(*args))  # compiled and warm before timing
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    for _ in range(inner):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) * 1e3 / inner)
-  return statistics.median(times)
+  return time_ms(fn, *args, warmup=1, reps=reps, inner=inner)
 
 
 def _inputs(shape: Sequence[int], dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
