@@ -12,7 +12,7 @@ import time
 from birdie_jax.train.metrics import MetricsWriter
 from helpers import ROOT, subprocess_env
 
-STEPS = 8  # tiny's default: the compiled step is shared with other runs of configs/base.py:tiny
+STEPS = 8
 _TIMING = {"tokens_per_s", "tokens_per_s_per_device", "tflops_per_s_per_device", "step_time_s",
            "controller/eval_s", "controller/update_s", "controller/compile_s"}
 # configs/base.py's default Birdie run at the tiny run's size, with a reward model small enough
@@ -28,7 +28,7 @@ BIRDIE = ("--config=configs/base.py", "--config.model.width=32", "--config.model
 
 
 def _command(workdir, *config):
-  return [sys.executable, "-m", "birdie_jax.main", *(config or ["--config=configs/base.py:tiny"]),
+  return [sys.executable, "-m", "birdie_jax.main", *config,
           f"--workdir={workdir}", f"--config.train.steps={STEPS}", "--config.train.log_every=1",
           "--config.checkpoint.every_steps=2"]
 

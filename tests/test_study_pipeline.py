@@ -21,7 +21,6 @@ from birdie_jax.train.loop import train_and_evaluate
 from experiments.study import config as study
 from experiments.study import results, runs
 from experiments.study import finetune
-from experiments.study.finetune import finetune_task
 from experiments.study.heldout import write_heldout
 from models_helpers import fast_compile  # noqa: F401  (fixture)
 
@@ -61,7 +60,7 @@ def test_toy_study_trains_evaluates_finetunes_and_writes_results(tmp_path, monke
     evaluate_run(workdir)
     evaluate_objectives(workdir)
     write_heldout(workdir, batches=1, batch_size=8, files=("gutenberg_val.jsonl.zst",))
-    finetune_task(workdir, "phonebook", tiny=True)
+    finetune.finetune_task(workdir, "phonebook", tiny=True)
 
   values = results._finite(runs.collect(str(root), study.ARMS))
   assert set(values) == {runs.group_of(a) for a in ARMS}
