@@ -8,7 +8,8 @@ Writes `<workdir>/finetune/eval/<step>.json` (and its markdown table and plots) 
 `experiments/configs/common.py` (`--tiny`: its CPU smoke scale): one warm-up + cosine run on the
 tasks together, no replay. `--protocol` runs `birdie_jax.train.finetune_protocol` instead (per
 task an LR sweep with replay, chosen on a held-out split, `FinetuneSettings()`'s defaults; `--tiny`:
-a few steps) and also writes its runs and learning curves to `<workdir>/finetune/protocol.json`.
+a few steps) and also writes its runs and learning curves to `<workdir>/finetune/protocol.json`;
+its progress is kept in `<workdir>/finetune/checkpoints/` (the same command resumes a killed one).
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def protocol_and_evaluate(run: TrainedRun, evaluator: Evaluator, workdir: str,
                           settings: FinetuneSettings) -> Report:
   """The fine-tuning protocol on `run`; writes `workdir/finetune/protocol.json` and returns the
   chosen runs' evaluations (each task from its own fine-tune) as one report."""
-  result = protocol_for_run(run, evaluator, settings)
+  result = protocol_for_run(run, evaluator, settings,
+                            progress_dir=os.path.join(workdir, FINETUNE_DIR, "checkpoints"))
   result.write(os.path.join(workdir, FINETUNE_DIR, "protocol.json"))
   return result.report(run.step, evaluator)
 

@@ -25,7 +25,7 @@ from birdie_jax.train.finetune_curriculum import training_stages
 from birdie_jax.train.finetune_heldout import selection_examples
 from birdie_jax.train.optimizer import make_optimizer
 from birdie_jax.train.state import init_train_state, make_train_setup
-from helpers import tiny_config
+from helpers import packed_batch, tiny_config
 from models_helpers import fast_compile  # noqa: F401  (fixture)
 
 
@@ -215,3 +215,76 @@ def test_replay_keeps_heldout_perplexity_while_the_task_is_learned():
   assert forgot.perplexity_after > 1.5 * forgot.perplexity_before
   assert math.isclose(forgot.perplexity_before, kept.perplexity_before)
   assert jax.tree.leaves(params)[0].is_deleted() is False  # the sweep leaves params intact
+
+
+class _Killed(Exception):
+  """Stands for the SIGKILL that ends a lent GPU's call mid-sweep."""
+
+
+def _replay_rows():
+  """A fresh, fixed stream of random next-token rows of 128 bytes (what replay supplies)."""
+  rng = np.random.default_rng(7)
+  while True:
+    row = packed_batch(rng, 1, 128, 256)
+    yield {k: v[0] for k, v in row.items()}
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_a_killed_sweep_resumes_to_the_uninterrupted_result(monkeypatch, tmp_path):
+  """Killed in its second LR after a curve point, the sweep started again on the same folder
+  takes the first LR's record and params from disk and trains the second on from that point
+  with the batches it had not used: every curve point, loss, example count, choice and the
+  evaluation equal those of a sweep never interrupted."""
+  monkeypatch.setitem(task_registry.TASKS, "constant", _Constant)
+  config, evaluator = _evaluator("mqar")
+  params = init_train_state(config, evaluator.placed, evaluator.tokenizer.vocab_size).params
+  settings = fp.FinetuneSettings(tasks=("constant",), learning_rates=(1.0, 0.03), lr_scale=1e-2,
+                                 steps=12, batch_size=8, eval_every=4, heldout_examples=4,
+                                 perplexity_examples=2, log_every=1)
+  whole = fp.run_protocol(evaluator, config, params, settings, _replay_rows).tasks["constant"]
+  assert whole.chosen_learning_rate == pytest.approx(1e-2)  # the first LR: its params from disk
+
+  save = fp.SweepProgress.save_running
+  def save_then_die(self, index, step, state, meta):
+    save(self, index, step, state, meta)
+    if (index, step) == (1, 8):
+      raise _Killed
+  monkeypatch.setattr(fp.SweepProgress, "save_running", save_then_die)
+  with pytest.raises(_Killed):
+    fp.run_protocol(evaluator, config, params, settings, _replay_rows, str(tmp_path),
+                    identity={"pretrained_step": 3})
+  assert (tmp_path / "constant" / "lr0.json").exists()
+  assert not (tmp_path / "constant" / "lr1.json").exists()
+
+  trained = []
+  train = ft.train
+  monkeypatch.setattr(ft, "train", lambda *a, **k: trained.append(k["resume"]) or train(*a, **k))
+  resumed = fp.run_protocol(evaluator, config, params, settings, _replay_rows, str(tmp_path),
+                            identity={"pretrained_step": 3}).tasks["constant"]
+  assert len(trained) == 1 and trained[0] is not None  # only the second LR trained, resumed
+  for a, b in zip(whole.runs, resumed.runs, strict=True):
+    assert a.learning_rate == b.learning_rate and a.examples_seen == b.examples_seen
+    assert [(p.step, p.score) for p in a.curve] == [(p.step, p.score) for p in b.curve]
+    np.testing.assert_allclose([p.loss for p in a.curve], [p.loss for p in b.curve], rtol=1e-5)
+    assert [s for s, _ in a.losses] == [s for s, _ in b.losses] == list(range(1, 13))
+    np.testing.assert_allclose([v for _, v in a.losses], [v for _, v in b.losses], rtol=1e-5)
+    assert a.perplexity_after == pytest.approx(b.perplexity_after, rel=1e-5)
+  assert resumed.chosen_learning_rate == whole.chosen_learning_rate
+  assert resumed.evaluation.overall == pytest.approx(whole.evaluation.overall, rel=1e-5)
+  assert not (tmp_path / "constant" / "running-1").exists()  # removed once LR 1 finished
+
+  with pytest.raises(ConfigError, match="another fine-tuning sweep's progress .*pretrained_step"):
+    fp.run_protocol(evaluator, config, params, settings, _replay_rows, str(tmp_path),
+                    identity={"pretrained_step": 4})
+
+
+def test_batches_made_ahead_come_in_order_and_carry_the_stream_s_error():
+  def stream():
+    yield from range(5)
+    raise ValueError("bad document")
+  with ft._Prefetched(stream(), depth=2) as ahead:
+    assert [next(ahead) for _ in range(5)] == list(range(5))
+    with pytest.raises(ValueError, match="bad document"):
+      next(ahead)
+  with ft._Prefetched(iter(range(3))) as ahead:
+    assert list(ahead) == [0, 1, 2]

@@ -24,6 +24,11 @@ from the pre-trained params, once per learning rate of the sweep, and for each r
 The LR whose final held-out score is best is chosen (ties: the smaller LR), and only its params
 are scored on the evaluation examples (`TaskFinetune.evaluation`).
 
+Resuming. Given a folder (`protocol_for_run(..., progress_dir=)`), each task keeps there its
+finished LRs (record and params) and the running LR's state at its newest curve point
+(`finetune_progress.py`); the same call after a kill goes on from them, and a sweep resumed so
+equals one never stopped (`tests/test_train_finetune.py`).
+
 Settings (`FinetuneSettings`, defaults and why):
   learning_rates   (3e-5, 1e-4, 3e-4): 1%, 3% and 10% of the default pre-training peak 3e-3 in
                    half-decade steps; A.9's 5e-5 was a quarter of a 1.4B model's peak, but without
@@ -37,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import json
+import os
 import time
 from typing import Any
 
@@ -51,6 +57,7 @@ from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.task import Task
 from birdie_jax.train import finetune as ft
 from birdie_jax.train.finetune_curriculum import training_stages
+from birdie_jax.train.finetune_progress import SweepProgress
 from birdie_jax.train.finetune_heldout import (heldout_scores, perplexity, selection_examples,
                                                task_result)
 from birdie_jax.workdir import write_atomic
@@ -146,6 +153,15 @@ class LearningRateRun:
     return {**dataclasses.asdict(self), "final_score": self.final_score,
             "steps_to_50": self.steps_to_50, "steps_to_90": self.steps_to_90}
 
+  @classmethod
+  def from_json(cls, record: dict[str, Any]) -> LearningRateRun:
+    """The run `to_json` wrote (its derived fields recomputed)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in record.items() if k in fields}
+    values["curve"] = tuple(CurvePoint(**p) for p in record["curve"])
+    values["losses"] = tuple((int(s), float(v)) for s, v in record["losses"])
+    return cls(**values)
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskFinetune:
@@ -203,9 +219,11 @@ def _counted(batches: Iterator[Row], task_rows: int, seen: list[int]) -> Iterato
 
 def finetune_one(evaluator: Evaluator, config: ml_collections.ConfigDict, params, task: Task,
                  learning_rate: float, settings: FinetuneSettings, replay: ReplaySource | None,
-                 heldout, ppl_before: float) -> tuple[LearningRateRun, Any]:
-  """One fine-tune of `task` from `params` at `learning_rate`; (its record, its params)."""
-  start = time.perf_counter()
+                 heldout, ppl_before: float, progress: SweepProgress | None = None,
+                 index: int = 0) -> tuple[LearningRateRun, Any]:
+  """One fine-tune of `task` from `params` at `learning_rate`; (its record, its params). With
+  `progress`, its state is kept at every curve point as the sweep's LR `index`, and a kept
+  state is resumed from."""
   replay_rows = settings.replay_rows if replay is not None else 0
   task_rows = settings.batch_size - replay_rows
   stages = training_stages(evaluator, task, settings.steps, settings.curriculum_fraction,
@@ -216,64 +234,106 @@ def finetune_one(evaluator: Evaluator, config: ml_collections.ConfigDict, params
   if replay_rows:
     batches = ft.with_replay(batches, replay(), rows=replay_rows,
                              fraction=settings.replay_fraction)
-  curve = [CurvePoint(0, *heldout_scores(evaluator, task, params, heldout))]
+  kept = progress.running_meta(index) if progress is not None else None
+  if kept is not None:
+    curve = [CurvePoint(**p) for p in kept["curve"]]
+    log_progress(f"fine-tune {task.name} lr {learning_rate:.2e}: resuming after step "
+                 f"{kept['step']}")
+  else:
+    curve = [CurvePoint(0, *heldout_scores(evaluator, task, params, heldout))]
+  earlier = kept["seconds"] if kept is not None else 0.0
+  start = time.perf_counter()
+
+  def keep(step: int, state, losses: list) -> None:
+    progress.save_running(index, step, state, {
+        "step": step, "curve": [dataclasses.asdict(p) for p in curve], "losses": losses,
+        "seconds": earlier + time.perf_counter() - start})
+
   tuned, losses = ft.train(
       evaluator, config, params, batches, steps=settings.steps, batch_size=settings.batch_size,
       learning_rate=learning_rate, schedule=settings.schedule, seed=settings.seed,
       log_every=settings.log_every, every=settings.eval_every,
       on_eval=lambda s, p: curve.append(CurvePoint(s, *heldout_scores(evaluator, task, p,
-                                                                      heldout))))
+                                                                      heldout))),
+      resume=(lambda setup: progress.restore_running(index, setup)) if kept else None,
+      prior_losses=kept["losses"] if kept else (),
+      on_checkpoint=keep if progress is not None else None)
   run = LearningRateRun(
       task=task.name, learning_rate=learning_rate, steps=settings.steps, examples_seen=seen[0],
       curve=tuple(curve), losses=tuple((int(s), float(v)) for s, v in losses),
       perplexity_before=ppl_before,
       perplexity_after=perplexity(evaluator, tuned, settings.perplexity_examples, settings.seed),
-      seconds=time.perf_counter() - start)
+      seconds=earlier + time.perf_counter() - start)
   log_progress(f"fine-tune {task.name} lr {learning_rate:.2e}: held-out {task.metrics[0]} "
                f"{run.final_score:.3f}, perplexity {ppl_before:.2f} -> {run.perplexity_after:.2f}")
   return run, tuned
 
 
 def finetune_task(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
-                  task_name: str, settings: FinetuneSettings,
-                  replay: ReplaySource | None) -> TaskFinetune:
+                  task_name: str, settings: FinetuneSettings, replay: ReplaySource | None,
+                  progress_dir: str | None = None, identity: dict[str, Any] | None = None
+                  ) -> TaskFinetune:
   """The LR sweep of one task from `params`, the LR chosen on the held-out split, and the
-  chosen params scored on the evaluation examples."""
+  chosen params scored on the evaluation examples. With `progress_dir` (`finetune_progress`),
+  finished LRs and the running one's newest curve point are kept there and a call after a kill
+  goes on from them; `identity` (JSON-ready) names what `params` are (e.g. the pre-trained run
+  and step), so a folder from other params stops the start."""
   task = task_registry.build_tasks([task_name], evaluator.context)[0]
+  progress = None if progress_dir is None else SweepProgress(progress_dir, {
+      "task": task_name, "settings": dataclasses.asdict(settings), **(identity or {})})
   heldout = {d: selection_examples(task, settings.seed, d, settings.heldout_examples)
              for d in task.sweep}
   ppl_before = perplexity(evaluator, params, settings.perplexity_examples, settings.seed)
-  runs, best, best_params = [], None, None
-  for lr in settings.learning_rates:
-    run, tuned = finetune_one(evaluator, config, params, task, lr * settings.lr_scale, settings,
-                              replay, heldout, ppl_before)
+  runs, tuned = [], {}
+  for index, lr in enumerate(settings.learning_rates):
+    record = progress.finished(index) if progress is not None else None
+    if record is not None:
+      runs.append(LearningRateRun.from_json(record))
+      log_progress(f"fine-tune {task.name} lr {runs[-1].learning_rate:.2e}: finished earlier, "
+                   f"held-out {task.metrics[0]} {runs[-1].final_score:.3f}")
+      continue
+    run, tuned[index] = finetune_one(evaluator, config, params, task, lr * settings.lr_scale,
+                                     settings, replay, heldout, ppl_before, progress, index)
     runs.append(run)
-    if choose([r for r in (best, run) if r is not None], task.higher_is_better) is run:
-      best, best_params = run, tuned
+    if progress is not None:
+      progress.finish(index, run.to_json(), tuned[index])
+    best = runs.index(choose(runs, task.higher_is_better))
+    tuned = {i: p for i, p in tuned.items() if i == best}  # only the best stays in memory
+  best = runs.index(choose(runs, task.higher_is_better))
+  best_params = tuned[best] if best in tuned else progress.params(best, params)
   evaluation = task_result(evaluator, task, best_params, evaluator.examples.get(task.name) or {
       d: task.examples(evaluator.settings.seed, d, evaluator.settings.examples)
       for d in task.sweep})
   return TaskFinetune(task=task.name, metric=task.metrics[0], runs=tuple(runs),
-                      chosen_learning_rate=best.learning_rate, evaluation=evaluation)
+                      chosen_learning_rate=runs[best].learning_rate, evaluation=evaluation)
 
 
 def run_protocol(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
-                 settings: FinetuneSettings, replay: ReplaySource | None) -> ProtocolResult:
+                 settings: FinetuneSettings, replay: ReplaySource | None,
+                 progress_dir: str | None = None,
+                 identity: dict[str, Any] | None = None) -> ProtocolResult:
   """Every task of `settings` fine-tuned on its own from `params` (left intact); `replay`
-  makes the pre-training rows (None: no replay)."""
-  return ProtocolResult(settings, {name: finetune_task(evaluator, config, params, name,
-                                                       settings, replay)
-                                   for name in settings.tasks})
+  makes the pre-training rows (None: no replay). With `progress_dir`, each task keeps its
+  progress in `<progress_dir>/<task>` (`finetune_task`)."""
+  return ProtocolResult(settings, {
+      name: finetune_task(evaluator, config, params, name, settings, replay,
+                          None if progress_dir is None else os.path.join(progress_dir, name),
+                          identity)
+      for name in settings.tasks})
 
 
-def protocol_for_run(run, evaluator: Evaluator, settings: FinetuneSettings) -> ProtocolResult:
-  """`run_protocol` on a `trained_run.TrainedRun`, replaying its own pre-training rows."""
+def protocol_for_run(run, evaluator: Evaluator, settings: FinetuneSettings,
+                     progress_dir: str | None = None) -> ProtocolResult:
+  """`run_protocol` on a `trained_run.TrainedRun`, replaying its own pre-training rows; with
+  `progress_dir` (e.g. `<workdir>/finetune/checkpoints`), resumable, tied to the run's
+  checkpoint step."""
 
   def replay() -> Iterator[Row]:
     return ft.pretraining_rows(run.config, run.tokenizer, seq_len=evaluator.seq_len,
                                seed=run.config.seed)
 
-  return run_protocol(evaluator, run.config, run.params, settings, replay)
+  return run_protocol(evaluator, run.config, run.params, settings, replay, progress_dir,
+                      identity={"pretrained_step": int(run.step)})
 
 
 def settings_from(config: ml_collections.ConfigDict | dict) -> FinetuneSettings:

@@ -7,7 +7,9 @@
 fine-tunes with 50% replay of the run's own pre-training rows, the LR chosen on a held-out split,
 learning curves, perplexity before and after) with the study's settings, SETTINGS below: the same
 for every arm of a size so steps-to-50% / 90% compare. One task per call keeps each call inside a
-GPU command's 10 minutes; `runs.py` merges the files. The evaluator is the run's `eval` section
+GPU command's 10 minutes; `runs.py` merges the files. A call stopped mid-sweep resumes from
+`<workdir>/finetune/checkpoints/<task>/` (finished LRs and the running one's newest curve point;
+`gpu_call.sh` packs no `checkpoints` folder). The evaluator is the run's `eval` section
 (config.py: 32 examples per difficulty at 2048 tokens).
 """
 from __future__ import annotations
@@ -26,8 +28,8 @@ from birdie_jax.workdir import check_writable
 # 1,000 steps x 32 rows (16 replayed) at 2048 tokens: 16,000 task rows per LR (phonebook books of
 # up to 32 asked numbers, MQAR rows of many queries: more examples than rows), the sweep at 1%, 3%
 # and 10% of the run's peak in the protocol's half-decade steps. Below the protocol's 1e5 default
-# because a task's three LRs (196M tokens, about twice the 50m pre-training) must fit one 10-minute
-# GPU call; raise `steps` once STATUS.md has the measured throughput.
+# to bound device time: the three LRs of one task took 11 minutes for transformer-50m (H200,
+# 2026-12-07, before batches were made ahead of the device), resumed across calls.
 SETTINGS = dict(steps=1000, batch_size=32, eval_every=100, heldout_examples=16,
                 perplexity_examples=8)
 TINY = dict(steps=2, batch_size=8, eval_every=2, heldout_examples=2, perplexity_examples=2,
@@ -45,7 +47,8 @@ def finetune_task(workdir: str, task: str, *, tiny: bool = False,
   """Runs the protocol for `task` on the run's latest checkpoint; returns the JSON's path."""
   run = run or load_run(workdir)
   evaluator = Evaluator(run.config, run.tokenizer, run.setup)
-  result = protocol_for_run(run, evaluator, settings_for(run, task, tiny))
+  result = protocol_for_run(run, evaluator, settings_for(run, task, tiny),
+                            progress_dir=os.path.join(workdir, "finetune", "checkpoints"))
   path = os.path.join(workdir, "finetune", f"protocol-{task}.json")
   result.write(path)
   return path
