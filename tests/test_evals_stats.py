@@ -122,3 +122,12 @@ def test_unmeasured_values_fail_and_thresholds_are_parameters():
                                    copy_threshold=0.4, phonebook_threshold=0.6,
                                    reference="Hawk-NTP")
   assert [c.passed for c in loose.checks] == [True, False] and "Hawk-NTP" in loose.statement
+
+
+def test_each_check_names_its_run_when_the_copy_check_has_its_own():
+  gate = sanity.sanity_gate(0.2, 0.95, reference="T-NTP", copy_reference="T-Birdie")
+  assert [c.name for c in gate.failed] == [sanity.COPY_KEY]
+  assert "The reference runs, Transformers" in gate.statement
+  assert "copies (T-Birdie): 0.200 < 0.90" in gate.statement
+  assert "fine-tuning (T-NTP): 0.950 ≥ 0.90" in gate.statement
+  assert "The T-NTP reference run" in sanity.sanity_gate(0.2, 0.95, reference="T-NTP").statement

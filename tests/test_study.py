@@ -241,14 +241,18 @@ def test_arm_metrics_read_the_run_files(tmp_path):
 
 
 def test_results_state_the_gate_first_and_mark_what_it_voids(tmp_path):
-  for seed in (0, 1):  # the reference misses the copy threshold: copying rows are uninformative
-    _write_arm(tmp_path, f"transformer-50m-ntp-lr1e-3-s{seed}", copy16=0.5)
+  for seed in (0, 1):  # the copy reference (Transformer-Birdie) misses the copy threshold, its
+    # NTP twin (the retrieval reference) would pass it: copying rows are uninformative
+    _write_arm(tmp_path, f"transformer-50m-ntp-lr1e-3-s{seed}", copy16=0.99)
+    _write_arm(tmp_path, f"transformer-50m-birdie-s{seed}", copy16=0.5, one_number=0.1)
     _write_arm(tmp_path, f"hawk-50m-birdie-s{seed}")
     _write_arm(tmp_path, f"hawk-50m-ntp-lr1e-3-s{seed}", ppl=20.0 + seed)
   values = runs.collect(str(tmp_path), study.ARMS)
   text = results.markdown(values)
   body = text.split("\n", 2)[2]
-  assert body.startswith("**Sanity gate: FAILED.**") and "transformer-50m-ntp-lr1e-3" in body
+  assert body.startswith("**Sanity gate: FAILED.**")
+  assert "copies (transformer-50m-birdie): 0.500 < 0.90" in body
+  assert "fine-tuning (transformer-50m-ntp-lr1e-3): 0.950 ≥ 0.90" in body
   rows = results.claims(values, "hawk", "50m", results.gate_of(values))
   a_rows = rows["(a) Birdie vs NTP: retrieval fine-tuning speed and copying"]
   assert {r.metric for r in a_rows if r.uninformative} == {"copying_text"}  # the others: missing
@@ -256,5 +260,11 @@ def test_results_state_the_gate_first_and_mark_what_it_voids(tmp_path):
   assert speed and all(r.outcome != results.MISSING and not r.uninformative for r in speed)
   c_rows = rows["(c) controller (birdie) vs fixed uniform mixture"]
   assert all(r.outcome == results.MISSING for r in c_rows)  # no uniform arm ran
+  # The copy check reads Transformer-Birdie only: it passes with NTP copying nothing.
+  for seed in (0, 1):
+    _write_arm(tmp_path / "again", f"transformer-50m-ntp-lr1e-3-s{seed}", copy16=0.0)
+    _write_arm(tmp_path / "again", f"transformer-50m-birdie-s{seed}", copy16=0.92)
+  gate = results.gate_of(runs.collect(str(tmp_path / "again"), study.ARMS))
+  assert gate.passed and gate.statement.startswith("**Sanity gate: passed.** The reference runs")
   assert "## hawk 50m" in text and "## hawk 150m" not in text
 
