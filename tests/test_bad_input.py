@@ -9,6 +9,11 @@ from birdie_jax.config import validate_config
 from birdie_jax.errors import ConfigError
 from birdie_jax.train import loop
 from helpers import ROOT, tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what runs do, not
+# how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.fixture(name="no_compile")

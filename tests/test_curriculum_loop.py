@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from birdie_jax.data.curriculum import run_curriculum
 from birdie_jax.data.pack_dataset import planner_states
@@ -11,6 +12,11 @@ from birdie_jax.objectives.mixture import put_state_weights
 from birdie_jax.objectives.mixture import state_weights
 from birdie_jax.train.loop import train_and_evaluate
 from helpers import tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what runs do, not
+# how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _rows(workdir):

@@ -17,6 +17,11 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.train import loop
 from birdie_jax.trained_run import load_run, load_tokenizer
 from helpers import ROOT, subprocess_env, tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what runs do, not
+# how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _train(config, workdir) -> int:
