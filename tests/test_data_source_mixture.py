@@ -36,6 +36,11 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.objectives.mixture import state_weights
 from birdie_jax.train import loop
 from helpers import tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what the code
+# computes, not how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 SEQ_LEN, BATCH = 32, 4
 TOKENIZER = ByteTokenizer()

@@ -16,6 +16,11 @@ from birdie_jax.parallel.sharding import axis_rules
 from birdie_jax.train.loop import train_and_evaluate
 from birdie_jax.trained_run import load_run
 from helpers import ROOT, tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what the code
+# computes, not how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.fixture(scope="module")

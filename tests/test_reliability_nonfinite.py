@@ -13,6 +13,11 @@ from birdie_jax.train import loop
 from birdie_jax.train.checkpointing import Checkpointer, param_shapes
 from birdie_jax.train.state import init_train_state, make_train_setup
 from helpers import tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what the code
+# computes, not how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _config():

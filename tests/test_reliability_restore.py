@@ -11,6 +11,11 @@ from birdie_jax.errors import ConfigError, TrainingError
 from birdie_jax.train import loop
 from birdie_jax.train import restore_faults
 from helpers import tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what the code
+# computes, not how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _config():

@@ -10,6 +10,11 @@ from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_train_step
 from helpers import packed_batch, tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what the code
+# computes, not how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 VOCAB = 300
 

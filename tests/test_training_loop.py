@@ -5,6 +5,8 @@ import shutil
 import jax
 import numpy as np
 
+import pytest
+
 from birdie_jax.data.pipeline import make_train_dataset
 from birdie_jax.data.sources import load_documents
 from birdie_jax.data.tokenizer import ByteTokenizer
@@ -15,6 +17,11 @@ from birdie_jax.train.state import init_train_state, make_train_setup
 from birdie_jax.train.step import make_train_step
 from birdie_jax.parallel.sharding import batch_sharding
 from helpers import tiny_config
+from models_helpers import fast_compile  # noqa: F401  (fixture)
+
+# Unoptimised compiles (models_helpers.fast_compile): these tests check what the code
+# computes, not how fast, and compiling dominates them on 2 cores.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _losses(workdir) -> dict[int, float]:
