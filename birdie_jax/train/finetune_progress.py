@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -38,7 +37,7 @@ import orbax.checkpoint as ocp
 
 from birdie_jax.errors import ConfigError
 from birdie_jax.train.state import TrainSetup, TrainState
-from birdie_jax.workdir import write_atomic
+from birdie_jax.workdir import as_path, is_remote, write_atomic
 
 
 def _manager(directory: str, keep: int | None) -> ocp.CheckpointManager:
@@ -62,12 +61,11 @@ class SweepProgress:
     Raises:
       ConfigError: the folder holds another sweep's progress.
     """
-    self._directory = os.path.abspath(directory)
-    path = os.path.join(self._directory, "sweep.json")
+    self._directory = directory if is_remote(directory) else os.path.abspath(directory)
+    path = as_path(self._directory) / "sweep.json"
     wanted = json.loads(json.dumps(identity))  # tuples as lists, as read back
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        found = json.load(f)
+    if path.exists():
+      found = json.loads(path.read_text(encoding="utf-8"))
       if found != wanted:
         changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
         raise ConfigError(
@@ -80,11 +78,8 @@ class SweepProgress:
 
   def finished(self, index: int) -> dict[str, Any] | None:
     """LR `index`'s record when it has finished, else None."""
-    path = os.path.join(self._directory, f"lr{index}.json")
-    if not os.path.exists(path):
-      return None
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    path = as_path(self._directory) / f"lr{index}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
   def finish(self, index: int, record: dict[str, Any], params) -> None:
     """Keeps LR `index`'s params, then its record, then drops its running state."""
@@ -96,7 +91,9 @@ class SweepProgress:
       running.close()
     if jax.process_index() == 0:
       write_atomic(os.path.join(self._directory, f"lr{index}.json"), json.dumps(record))
-      shutil.rmtree(self._running_dir(index), ignore_errors=True)
+      folder = as_path(self._running_dir(index))
+      if folder.exists():
+        folder.rmtree()
     self._sync(f"finish_{index}")
 
   def params(self, index: int, like) -> Any:
