@@ -1,6 +1,7 @@
 """The fine-tuning protocol (birdie_jax/train/finetune*.py): its schedule, held-out split, book
 curriculum, learning-rate choice, and on a tiny pre-trained model that replaying pre-training rows
 keeps held-out perplexity while the task is learned (and that without replay it does not)."""
+import dataclasses
 import itertools
 import math
 import re
@@ -155,6 +156,14 @@ def test_the_sweep_chooses_the_learning_rate_best_on_the_heldout_split(monkeypat
   assert fp.choose([working, smaller]) is smaller  # equal scores: the smaller learning rate
   json = fp.ProtocolResult(settings, {"constant": result}).to_json()
   assert json["tasks"]["constant"]["chosen"]["steps_to_90"] == working.steps_to_90
+  # A best LR at the sweep's top edge: the next half-decades up are tried, up to the extra ones.
+  edge = dataclasses.replace(settings, learning_rates=(0.0, 0.3), extra_learning_rates=2)
+  swept = fp.run_protocol(evaluator, config, params, edge, replay=None).tasks["constant"]
+  rates = [r.learning_rate for r in swept.runs]
+  assert len(rates) >= 3, rates  # 3e-3 beats 0 (at chance): the top edge, so one more
+  np.testing.assert_allclose(rates, [0.0, 3e-3, 3e-3 * 10 ** 0.5, 3e-2][:len(rates)], rtol=1e-6)
+  top = max(range(len(rates)), key=rates.__getitem__)
+  assert swept.runs.index(swept.chosen) != top or len(rates) == 4  # stopped: inside, or budget
 
 
 def test_bad_settings_are_one_clear_line():
@@ -162,6 +171,8 @@ def test_bad_settings_are_one_clear_line():
     fp.FinetuneSettings(replay_fraction=1.0)
   with pytest.raises(ConfigError, match="fine-tuning steps must be >= 1, got 0"):
     fp.settings_from({"steps": 0})
+  with pytest.raises(ConfigError, match="extra_learning_rates must be >= 0, got -1"):
+    fp.settings_from({"extra_learning_rates": -1})
   with pytest.raises(ConfigError, match="unknown fine-tuning setting 'lr'"):
     fp.settings_from({"lr": 1e-3})
   assert fp.FinetuneSettings().replay_rows == 16

@@ -32,7 +32,9 @@ equals one never stopped (`tests/test_train_finetune.py`).
 Settings (`FinetuneSettings`, defaults and why):
   learning_rates   (3e-5, 1e-4, 3e-4): 1%, 3% and 10% of the default pre-training peak 3e-3 in
                    half-decade steps; A.9's 5e-5 was a quarter of a 1.4B model's peak, but without
-                   replay. Scale them with the run's peak (`lr_scale`, default 1).
+                   replay. Scale them with the run's peak (`lr_scale`, default 1). With
+                   `extra_learning_rates` n > 0, while the best is the largest tried, the next
+                   half-decade up is tried too, up to n more.
   steps x batch    6,250 x 32 with half the rows replayed: 100,000 task rows, at least 1e5
                    examples (rows pack several short ones), enough for the curves to plateau.
   eval_every 250, heldout_examples 16: 26 curve points of cheap evaluations.
@@ -42,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import json
+import math
 import os
 import time
 from typing import Any
@@ -72,6 +75,9 @@ class FinetuneSettings:
   tasks: tuple[str, ...] = ("phonebook", "mqar")  # each fine-tuned on its own
   learning_rates: tuple[float, ...] = (3e-5, 1e-4, 3e-4)  # the sweep (peak of each run)
   lr_scale: float = 1.0  # multiplies the sweep (e.g. run peak / 3e-3)
+  extra_learning_rates: int = 0  # while the best LR is the sweep's largest, add the next
+  # half-decade up (x sqrt(10)), at most this many times: a best LR at the sweep's edge says the
+  # sweep did not bracket the optimum
   steps: int = 6250  # optimizer steps per run
   batch_size: int = 32  # rows per step, replayed ones included
   replay_fraction: float = 0.5  # share of rows (and of the loss) from pre-training
@@ -91,6 +97,8 @@ class FinetuneSettings:
       raise ConfigError("fine-tuning needs tasks and learning rates >= 0")
     if not 0.0 <= self.replay_fraction < 1.0 or not 0.0 <= self.curriculum_fraction <= 1.0:
       raise ConfigError("replay_fraction must be in [0, 1) and curriculum_fraction in [0, 1]")
+    if self.extra_learning_rates < 0:
+      raise ConfigError(f"extra_learning_rates must be >= 0, got {self.extra_learning_rates}")
     for name in ("steps", "batch_size", "eval_every", "heldout_examples", "perplexity_examples",
                  "log_every"):
       if getattr(self, name) < 1:
@@ -285,20 +293,24 @@ def finetune_task(evaluator: Evaluator, config: ml_collections.ConfigDict, param
              for d in task.sweep}
   ppl_before = perplexity(evaluator, params, settings.perplexity_examples, settings.seed)
   runs, tuned = [], {}
-  for index, lr in enumerate(settings.learning_rates):
+  rates = list(settings.learning_rates)
+  for index, lr in enumerate(rates):
     record = progress.finished(index) if progress is not None else None
     if record is not None:
       runs.append(LearningRateRun.from_json(record))
       log_progress(f"fine-tune {task.name} lr {runs[-1].learning_rate:.2e}: finished earlier, "
                    f"held-out {task.metrics[0]} {runs[-1].final_score:.3f}")
-      continue
-    run, tuned[index] = finetune_one(evaluator, config, params, task, lr * settings.lr_scale,
-                                     settings, replay, heldout, ppl_before, progress, index)
-    runs.append(run)
-    if progress is not None:
-      progress.finish(index, run.to_json(), tuned[index])
+    else:
+      run, tuned[index] = finetune_one(evaluator, config, params, task, lr * settings.lr_scale,
+                                       settings, replay, heldout, ppl_before, progress, index)
+      runs.append(run)
+      if progress is not None:
+        progress.finish(index, run.to_json(), tuned[index])
     best = runs.index(choose(runs, task.higher_is_better))
     tuned = {i: p for i, p in tuned.items() if i == best}  # only the best stays in memory
+    if (index == len(rates) - 1 and best == max(range(len(runs)), key=lambda i: rates[i])
+        and len(rates) < len(settings.learning_rates) + settings.extra_learning_rates):
+      rates.append(max(rates) * math.sqrt(10.0))  # the best is at the top edge: go on up
   best = runs.index(choose(runs, task.higher_is_better))
   best_params = tuned[best] if best in tuned else progress.params(best, params)
   evaluation = task_result(evaluator, task, best_params, evaluator.examples.get(task.name) or {

@@ -30,8 +30,10 @@ from birdie_jax.workdir import check_writable
 # and 10% of the run's peak in the protocol's half-decade steps. Below the protocol's 1e5 default
 # to bound device time: the three LRs of one task took 11 minutes for transformer-50m (H200,
 # 2026-12-07, before batches were made ahead of the device), resumed across calls.
+# `extra_learning_rates`: the rule fixed in STATUS.md before any protocol result: while a task's
+# best LR is the sweep's largest, try the next half-decade up (30%, then 100% of the peak).
 SETTINGS = dict(steps=1000, batch_size=32, eval_every=100, heldout_examples=16,
-                perplexity_examples=8)
+                perplexity_examples=8, extra_learning_rates=2)
 TINY = dict(steps=2, batch_size=8, eval_every=2, heldout_examples=2, perplexity_examples=2,
             log_every=1)
 
