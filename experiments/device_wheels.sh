@@ -2,9 +2,9 @@
 # device image has JAX, Flax, Optax and Orbax but lacks ml_collections, sentencepiece, zstandard
 # grain (with grain's array_record, cloudpickle and portpicker: the study's training loop
 # failed on `import grain` there, 2026-12-07) and tensorboardX (the training loop's metrics
-# writer; failed there next, same day; with protobuf should the image lack it), so install the missing ones from the carried
-# .wheels/ (cp312 builds; experiments/study/STATUS.md has the download command) into /tmp/site
-# and put that on PYTHONPATH.
+# writer; failed there next, same day; with protobuf should the image lack it), so install the
+# missing ones from the carried .wheels/ (cp312 builds; experiments/study/STATUS.md has the
+# download command) into /tmp/site and put that on PYTHONPATH.
 if [ -d .wheels ]; then
   _missing=$(python - <<'PY'
 import importlib.util

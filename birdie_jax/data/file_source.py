@@ -27,8 +27,8 @@ from birdie_jax.data.documents import newline_chunks
 from birdie_jax.data.documents import SourceStats
 from birdie_jax.data.file_index import FileIndex
 from birdie_jax.data.file_index import index_files
-from birdie_jax import workdir
 from birdie_jax.errors import ConfigError
+from birdie_jax import workdir
 
 TEXT_SUFFIXES = (".txt", ".md")  # read as text; file_index.JSONL_SUFFIXES as JSON lines
 KNOWN = ", ".join(TEXT_SUFFIXES + file_index.JSONL_SUFFIXES) + " (or .gz, .xz, .bz2, .zst of those)"

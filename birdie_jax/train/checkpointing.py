@@ -41,6 +41,13 @@ from birdie_jax.train.nonfinite import is_finite
 from birdie_jax.train.state import TrainSetup, TrainState
 
 
+def restore_targets(tree, shardings) -> Any:
+  """Abstract arrays of `tree`'s shapes and dtypes placed as `shardings`: what Orbax restores
+  into."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree,
+                      shardings)
+
+
 def param_shapes(params) -> dict[str, list[int]]:
   """'path/to/leaf' -> shape, the model-shape signature stored in each checkpoint."""
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -113,8 +120,7 @@ class Checkpointer:
       raise ConfigError(
           f"the workdir's checkpoint {step} belongs to a model of a different shape "
           f"({meta.get('num_params')} params vs {setup.num_params} now); use a new --workdir")
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          setup.abstract_state, setup.state_shardings)
+    target = restore_targets(setup.abstract_state, setup.state_shardings)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target),
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
@@ -175,8 +181,7 @@ class Checkpointer:
 
   def restore_state(self, step: int, setup: TrainSetup) -> TrainState:
     """Only the train state of checkpoint `step` (a rollback keeps the data position)."""
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          setup.abstract_state, setup.state_shardings)
+    target = restore_targets(setup.abstract_state, setup.state_shardings)
     return self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))["state"]
 
@@ -199,9 +204,7 @@ class Checkpointer:
     if meta.get("param_shapes") != param_shapes(placed.abstract_params):
       raise ConfigError(f"checkpoint {step} belongs to a model of a different shape "
                         f"({meta.get('num_params')} params vs {placed.num_params} in the config)")
-    target = {"params": jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        placed.abstract_params, placed.param_shardings)}
+    target = {"params": restore_targets(placed.abstract_params, placed.param_shardings)}
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)))

@@ -236,17 +236,21 @@ class _Prefetched:
   def _fill(self, iterator: Iterator) -> None:
     try:
       for item in iterator:
-        while not self._stop.is_set():
-          try:
-            self._queue.put((item, None), timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if self._stop.is_set():
+        if not self._put((item, None)):
           return
-      self._queue.put((self._END, None))
+      self._put((self._END, None))
     except BaseException as e:  # pylint: disable=broad-except  (re-raised by __next__)
-      self._queue.put((self._END, e))
+      self._put((self._END, e))
+
+  def _put(self, entry: tuple) -> bool:
+    """Queues `entry`, waiting for room; False when stopped first."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def __enter__(self) -> "_Prefetched":
     return self

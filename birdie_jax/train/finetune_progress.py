@@ -36,6 +36,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from birdie_jax.errors import ConfigError
+from birdie_jax.train.checkpointing import restore_targets
 from birdie_jax.train.state import TrainSetup, TrainState
 from birdie_jax.workdir import as_path, is_remote, write_atomic
 
@@ -43,12 +44,6 @@ from birdie_jax.workdir import as_path, is_remote, write_atomic
 def _manager(directory: str, keep: int | None) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       max_to_keep=keep, enable_async_checkpointing=False, create=True))
-
-
-def _targets(tree, shardings) -> Any:
-  """Abstract arrays of `tree`'s shapes placed as `shardings` (Orbax restores into them)."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree,
-                      shardings)
 
 
 class SweepProgress:
@@ -99,7 +94,7 @@ class SweepProgress:
   def params(self, index: int, like) -> Any:
     """LR `index`'s fine-tuned params, restored into the shapes and shardings of `like` (a
     params tree of the same model)."""
-    target = _targets(like, jax.tree.map(lambda a: a.sharding, like))
+    target = restore_targets(like, jax.tree.map(lambda a: a.sharding, like))
     restored = self._params.restore(index, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(target)))
     return restored["params"]
@@ -119,7 +114,7 @@ class SweepProgress:
     step = manager.latest_step()
     if step is None:
       return None
-    target = _targets(setup.abstract_state, setup.state_shardings)
+    target = restore_targets(setup.abstract_state, setup.state_shardings)
     state = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))["state"]
     return step, state

@@ -311,7 +311,6 @@ def finetune_task(evaluator: Evaluator, config: ml_collections.ConfigDict, param
     if (index == len(rates) - 1 and best == max(range(len(runs)), key=lambda i: rates[i])
         and len(rates) < len(settings.learning_rates) + settings.extra_learning_rates):
       rates.append(max(rates) * math.sqrt(10.0))  # the best is at the top edge: go on up
-  best = runs.index(choose(runs, task.higher_is_better))
   best_params = tuned[best] if best in tuned else progress.params(best, params)
   evaluation = task_result(evaluator, task, best_params, evaluator.examples.get(task.name) or {
       d: task.examples(evaluator.settings.seed, d, evaluator.settings.examples)

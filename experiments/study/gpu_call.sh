@@ -41,7 +41,8 @@ within_budget() {
 
 pack() {
   if [ -n "$out" ] && [ -d "$workdir" ]; then
-    tar czf "$out/$arm.tgz" --exclude=checkpoints --exclude=lock.json --exclude=tensorboard --exclude=tokenizer -C workdirs/study "$arm"
+    tar czf "$out/$arm.tgz" --exclude=checkpoints --exclude=lock.json --exclude=tensorboard \
+      --exclude=tokenizer -C workdirs/study "$arm"
   fi
 }
 trap pack EXIT

@@ -4,10 +4,11 @@
         [--out=experiments/study/RESULTS.md]
 
 Order: the sanity gate's statement first (evals/sanity.py, on the means over seeds of
-transformer-50m-birdie for copying and transformer-50m-ntp for retrieval), then one table per claim, each row a verdict from evals/stats.py: 'win' or 'loss' only
-when the two arms' 95% intervals over seeds do not overlap, else 'inconclusive' (one seed has no
-interval); 'missing' when an arm or its metric has no run files; rows on tasks a failed gate check
-guards are marked uninformative. Claims, per family and size that ran:
+transformer-50m-birdie for copying and transformer-50m-ntp for retrieval), then one table per
+claim, each row a verdict from evals/stats.py: 'win' or 'loss' only when the two arms' 95%
+intervals over seeds do not overlap, else 'inconclusive' (one seed has no interval); 'missing'
+when an arm or its metric has no run files; rows on tasks a failed gate check guards are marked
+uninformative. Claims, per family and size that ran:
   (a) birdie vs the best NTP (the NTP LR with the lowest Gutenberg-val perplexity): fine-tuning
       speed on phonebook and MQAR (steps to 50% / 90%, lower is better) and copying, natural text
       first
