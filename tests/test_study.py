@@ -189,8 +189,11 @@ def _report(copy16: float) -> dict:
                       "exact_match": copy16},
                      {"difficulty": 64, "examples": 32, "chance": 0.01, "accuracy": 0.75,
                       "exact_match": 0.2}), {"accuracy": 0.85, "exact_match": 0.5}, 1.0)
+  story = TaskResult("story_infilling", ("accuracy",), "sentences", True,
+                     ({"difficulty": 3, "examples": 32, "chance": 0.25, "accuracy": 0.5},),
+                     {"accuracy": 0.4}, 0.25)
   return Report(step=1600, layout="continuation", seq_len=2048, examples=32,
-                tasks={"copying_text": copy}).to_json()
+                tasks={"copying_text": copy, "story_infilling": story}).to_json()
 
 
 def _protocol(steps_to_50_score: float, one_number: float) -> dict:
@@ -233,6 +236,7 @@ def test_arm_metrics_read_the_run_files(tmp_path):
   assert m["phonebook/final"] == 0.8 and m[runs.GATE_PHONEBOOK] == 0.95
   assert m["perplexity/gutenberg_val"] == 20.0 and m["val_loss"] == 3.2
   assert m["objectives/copying"] == 0.9
+  assert m["story_infilling"] == 0.4 and "passage_qa" not in m  # overall main metric; not run
   values = runs.collect(str(tmp_path), ["hawk-50m-birdie-s0", "hawk-50m-birdie-s1",
                                         "hawk-50m-uniform-s0"])
   assert list(values) == ["hawk-50m-birdie"]

@@ -5,7 +5,8 @@
 # machine, continues where the last call stopped):
 #   train     birdie_jax.main into workdirs/study/ARM; stopped by SIGTERM before the budget ends
 #             (a checkpoint is written, exit 0) and resumed by the next call
-#   evaluate  objective competence and the copying tasks (eval/<step>.json, objectives/<step>.json)
+#   evaluate  objective competence, the copying tasks, story infilling and passage QA
+#             (eval/<step>.json, objectives/<step>.json)
 #   heldout   Gutenberg-val and WikiText-2 perplexity (heldout.json)
 #   finetune  the protocol per task, phonebook then MQAR (finetune/protocol-<task>.json)
 # A lent machine keeps git-ignored paths (workdirs/) between calls only while warm (30 s idle), and
@@ -50,7 +51,7 @@ trap pack EXIT
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 within_budget python -m birdie_jax.main --config="$config" --workdir="$workdir" || exit 0
 ls "$workdir/eval" 2>/dev/null | grep -qE '^[0-9]+\.json$' || within_budget python -m birdie_jax.evaluate \
-  --workdir="$workdir" --tasks=objectives,copying_text,copying,copying_frequent,perplexity \
+  --workdir="$workdir" --tasks=objectives,copying_text,copying,copying_frequent,story_infilling,passage_qa,perplexity \
   || exit 0
 [ -f "$workdir/heldout.json" ] || within_budget python -m experiments.study.heldout \
   --workdir="$workdir" || exit 0

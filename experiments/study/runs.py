@@ -2,7 +2,8 @@
 
 One workdir per arm, `<root>/<arm>` (STATUS.md's commands write these files):
   eval/<step>.json            `python -m birdie_jax.evaluate` (evals/report.py's Report): the
-                              copying tasks' main metric over the sweep, `copying_text`'s exact
+                              copying tasks' and the zero-shot stand-ins' (story infilling,
+                              passage QA) main metric over the sweep, `copying_text`'s exact
                               match at 16 tokens (the sanity gate's copy check)
   finetune/protocol*.json     `experiments.study.finetune` (finetune_protocol.ProtocolResult, one
                               file per task or all in one): per task, the chosen LR's steps to
@@ -24,6 +25,7 @@ import os
 import re
 
 COPY_TASKS = ("copying_text", "copying", "copying_frequent")
+ZERO_SHOT_TASKS = ("story_infilling", "passage_qa")  # Birdie's story and SQuAD stand-ins
 RETRIEVAL_TASKS = ("phonebook", "mqar")
 GATE_COPY = "gate/copy_text_16"  # copying_text exact match at 16 tokens
 GATE_PHONEBOOK = "gate/phonebook_1"  # phonebook digit accuracy asking one number, fine-tuned
@@ -47,9 +49,9 @@ def _row(task: Mapping, difficulty: int, metric: str) -> float | None:
 
 
 def eval_metrics(report: Mapping) -> dict[str, float]:
-  """Copying tasks' main metrics and the gate's 16-token natural-text exact match."""
+  """Copying tasks' and zero-shot stand-ins' main metrics, the gate's 16-token copy exact match."""
   tasks, out = report["tasks"], {}
-  for name in COPY_TASKS:
+  for name in COPY_TASKS + ZERO_SHOT_TASKS:
     if name in tasks:
       out[name] = tasks[name]["overall"][tasks[name]["metrics"][0]]
   if "copying_text" in tasks and _row(tasks["copying_text"], 16, "exact_match") is not None:
