@@ -120,6 +120,15 @@ def test_mqar_format_oracle_and_guesser(ctx):
   assert abs(_scores(task, guesses)["accuracy"] - task.chance(4)) < 0.03
 
 
+def test_mqar_filler_is_the_vocabulary_without_the_keys(ctx):
+  """The fast filler equals np.setdiff1d (so examples are those the plain definition draws)."""
+  task = tasks.TASKS["mqar"](ctx)
+  rng = np.random.default_rng(1)
+  for count in (1, 7, len(task.keys)):
+    keys = rng.choice(task.keys, count, replace=False)
+    np.testing.assert_array_equal(task.filler(keys), np.setdiff1d(task.vocabulary, keys))
+
+
 def test_mqar_gaps_follow_the_power_law():
   """power_a = 0.01: short gaps dominate (Zoology's distribution, normalised)."""
   from birdie_jax.evals.mqar import gap_probabilities  # pylint: disable=import-outside-toplevel

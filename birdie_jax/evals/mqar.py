@@ -23,6 +23,8 @@ Mapping to this codebase:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from birdie_jax.evals import scoring
@@ -63,6 +65,19 @@ class MQAR(Task):
     """Ids values are drawn from (disjoint from the keys)."""
     return self.vocabulary[1::2]
 
+  @functools.cached_property
+  def _sorted_vocabulary(self) -> np.ndarray:
+    return np.unique(self.vocabulary)
+
+  def filler(self, keys: np.ndarray) -> np.ndarray:
+    """The vocabulary minus `keys` (a subset of it), sorted: `np.setdiff1d`'s result without its
+    two sorts of 8k ids per example, which took 1.0 ms of an example's 1.4 ms (one CPU core,
+    2026-12-07) and made MQAR fine-tuning batches slower to build than a GPU step."""
+    vocabulary = self._sorted_vocabulary
+    keep = np.ones(len(vocabulary), bool)
+    keep[np.searchsorted(vocabulary, keys)] = False
+    return vocabulary[keep]
+
   def fits(self, difficulty: int) -> bool:
     """The sequence fits the context and there are enough distinct keys and values."""
     length = dict((kv, n) for n, kv in ZOOLOGY_TEST_SETS)[difficulty]
@@ -77,8 +92,7 @@ class MQAR(Task):
     queries_len = length - len(context)
     gaps = rng.choice(queries_len // 2, difficulty, replace=False,
                       p=gap_probabilities(queries_len // 2))
-    filler = np.setdiff1d(self.vocabulary, keys)
-    queries = rng.choice(filler, queries_len).astype(np.int32)
+    queries = rng.choice(self.filler(keys), queries_len).astype(np.int32)
     queries[2 * gaps] = keys
     queries[2 * gaps + 1] = values
     scored = np.zeros(queries_len, bool)
