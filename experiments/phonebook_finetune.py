@@ -25,6 +25,7 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.tasks import parse_names
+from birdie_jax.train import finetune_progress
 from birdie_jax.train.finetune import finetune
 from birdie_jax.train.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.trained_run import TrainedRun, load_run
@@ -55,7 +56,7 @@ def protocol_and_evaluate(run: TrainedRun, evaluator: Evaluator, workdir: str,
   """The fine-tuning protocol on `run`; writes `workdir/finetune/protocol.json` and returns the
   chosen runs' evaluations (each task from its own fine-tune) as one report."""
   result = protocol_for_run(run, evaluator, settings,
-                            progress_dir=os.path.join(workdir, FINETUNE_DIR, "checkpoints"))
+                            progress_dir=finetune_progress.progress_dir(workdir))
   result.write(os.path.join(workdir, FINETUNE_DIR, "protocol.json"))
   return result.report(run.step, evaluator)
 

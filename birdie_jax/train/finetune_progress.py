@@ -1,7 +1,7 @@
 """Where one task's learning-rate sweep keeps its progress, so a killed sweep resumes where it
 stopped instead of starting over.
 
-    progress = SweepProgress("<workdir>/checkpoints/finetune/phonebook", identity)
+    progress = SweepProgress(os.path.join(progress_dir(workdir), "phonebook"), identity)
     record = progress.finished(i)            # LR i's JSON record, or None
     meta = progress.running_meta(i)          # LR i's curve so far, or None (not started)
     step, state = progress.restore_running(i, setup)
@@ -39,6 +39,12 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.train.checkpointing import restore_targets
 from birdie_jax.train.state import TrainSetup, TrainState
 from birdie_jax.workdir import as_path, is_remote, write_atomic
+
+
+def progress_dir(workdir: str) -> str:
+  """Where a run's fine-tuning CLIs keep their sweeps' progress, one folder per task:
+  `<workdir>/finetune/checkpoints` (beside their results; GPU calls pack no `checkpoints`)."""
+  return os.path.join(workdir, "finetune", "checkpoints")
 
 
 def _manager(directory: str, keep: int | None) -> ocp.CheckpointManager:

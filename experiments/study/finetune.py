@@ -21,6 +21,7 @@ from absl import app, flags
 from birdie_jax import cli
 from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
+from birdie_jax.train import finetune_progress
 from birdie_jax.train.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.trained_run import TrainedRun, load_run
 from birdie_jax.workdir import check_writable
@@ -50,7 +51,7 @@ def finetune_task(workdir: str, task: str, *, tiny: bool = False,
   run = run or load_run(workdir)
   evaluator = Evaluator(run.config, run.tokenizer, run.setup)
   result = protocol_for_run(run, evaluator, settings_for(run, task, tiny),
-                            progress_dir=os.path.join(workdir, "finetune", "checkpoints"))
+                            progress_dir=finetune_progress.progress_dir(workdir))
   path = os.path.join(workdir, "finetune", f"protocol-{task}.json")
   result.write(path)
   return path
