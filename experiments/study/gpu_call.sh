@@ -9,6 +9,9 @@
 #             (eval/<step>.json, objectives/<step>.json)
 #   heldout   Gutenberg-val and WikiText-2 perplexity (heldout.json)
 #   finetune  the protocol per task, phonebook then MQAR (finetune/protocol-<task>.json)
+# STUDY_STAGES (default train,evaluate,heldout,finetune) runs only the named stages: the NTP
+# arms' LR candidates stop before `finetune` (NTP's number is the best LR's, and a task's
+# protocol costs more device time than a pre-training: STATUS.md), the best is then run again.
 # A lent machine keeps git-ignored paths (workdirs/) between calls only while warm (30 s idle), and
 # checkpoints are too large to come back: OUT/ARM.tgz holds everything but them (unpack it into
 # experiments/study/runs/). Needs: carry ["data/study", ".wheels"] (experiments/study/STATUS.md).
@@ -48,13 +51,22 @@ pack() {
 }
 trap pack EXIT
 
+stages=,${STUDY_STAGES:-train,evaluate,heldout,finetune},
+for s in ${stages//,/ }; do
+  case $s in train|evaluate|heldout|finetune) ;; *) echo "study: unknown stage $s in STUDY_STAGES"; exit 2;; esac
+done
+wanted() { [[ $stages == *,$1,* ]]; }
+
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
-within_budget python -m birdie_jax.main --config="$config" --workdir="$workdir" || exit 0
-ls "$workdir/eval" 2>/dev/null | grep -qE '^[0-9]+\.json$' || within_budget python -m birdie_jax.evaluate \
+if wanted train; then
+  within_budget python -m birdie_jax.main --config="$config" --workdir="$workdir" || exit 0
+fi
+! wanted evaluate || ls "$workdir/eval" 2>/dev/null | grep -qE '^[0-9]+\.json$' || within_budget python -m birdie_jax.evaluate \
   --workdir="$workdir" --tasks=objectives,copying_text,copying,copying_frequent,story_infilling,passage_qa,perplexity \
   || exit 0
-[ -f "$workdir/heldout.json" ] || within_budget python -m experiments.study.heldout \
+! wanted heldout || [ -f "$workdir/heldout.json" ] || within_budget python -m experiments.study.heldout \
   --workdir="$workdir" || exit 0
+wanted finetune || { echo "study: $arm done (stages ${stages:1:-1})"; exit 0; }
 for task in phonebook mqar; do
   [ -f "$workdir/finetune/protocol-$task.json" ] || within_budget python -m \
     experiments.study.finetune --workdir="$workdir" --task=$task $tiny || exit 0
