@@ -20,6 +20,13 @@ arm=$1
 budget=$2
 out=${3:-}
 start=$(date +%s)
+stages=,${STUDY_STAGES:-train,evaluate,heldout,finetune},
+for s in ${stages//,/ }; do
+  case $s in train|evaluate|heldout|finetune) ;;
+    *) echo "study: unknown stage $s in STUDY_STAGES (train, evaluate, heldout, finetune)"; exit 2;;
+  esac
+done
+wanted() { [[ $stages == *,$1,* ]]; }
 source experiments/device_wheels.sh
 export BIRDIE_STUDY_CORPUS=${BIRDIE_STUDY_CORPUS:-data/study} PYTHONUNBUFFERED=1
 workdir=workdirs/study/$arm
@@ -51,21 +58,18 @@ pack() {
 }
 trap pack EXIT
 
-stages=,${STUDY_STAGES:-train,evaluate,heldout,finetune},
-for s in ${stages//,/ }; do
-  case $s in train|evaluate|heldout|finetune) ;; *) echo "study: unknown stage $s in STUDY_STAGES"; exit 2;; esac
-done
-wanted() { [[ $stages == *,$1,* ]]; }
-
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 if wanted train; then
   within_budget python -m birdie_jax.main --config="$config" --workdir="$workdir" || exit 0
 fi
-! wanted evaluate || ls "$workdir/eval" 2>/dev/null | grep -qE '^[0-9]+\.json$' || within_budget python -m birdie_jax.evaluate \
-  --workdir="$workdir" --tasks=objectives,copying_text,copying,copying_frequent,story_infilling,passage_qa,perplexity \
-  || exit 0
-! wanted heldout || [ -f "$workdir/heldout.json" ] || within_budget python -m experiments.study.heldout \
-  --workdir="$workdir" || exit 0
+if wanted evaluate && ! ls "$workdir/eval" 2>/dev/null | grep -qE '^[0-9]+\.json$'; then
+  within_budget python -m birdie_jax.evaluate --workdir="$workdir" \
+    --tasks=objectives,copying_text,copying,copying_frequent,story_infilling,passage_qa,perplexity \
+    || exit 0
+fi
+if wanted heldout && [ ! -f "$workdir/heldout.json" ]; then
+  within_budget python -m experiments.study.heldout --workdir="$workdir" || exit 0
+fi
 wanted finetune || { echo "study: $arm done (stages ${stages:1:-1})"; exit 0; }
 for task in phonebook mqar; do
   [ -f "$workdir/finetune/protocol-$task.json" ] || within_budget python -m \

@@ -4,8 +4,9 @@
 # Why: one arm alone leaves the GPU idle while its host works (greedy decoding in the evaluation,
 # the fine-tuning protocol's batches, compiles, checkpoints: a fine-tuning step took 0.2 s against
 # 0.1 s for a pre-training step of the same shape, H200, 2026-12-07), and a session has 30 device
-# minutes. Two Transformer-50m arms take ~20 GiB each. Each arm's log is OUT/ARM.log (its last
-# lines are printed at the end); its files come back as OUT/ARM.tgz, as from gpu_call.sh.
+# minutes. Memory per arm (estimates, STATUS.md): a pair fits an H200; on an H100 a Hawk pair
+# is marginal. Each arm's log is OUT/ARM.log (its last lines are printed at the end); its files
+# come back as OUT/ARM.tgz, as from gpu_call.sh.
 set -u
 budget=$1
 out=$2
