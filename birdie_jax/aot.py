@@ -248,17 +248,12 @@ _PROGRAM = "birdie_jax.aot"
 def main(argv: list[str]) -> None:
   """Compiles, prints the table, optionally appends JSON; user errors end in one line, a step
   that does not fit in exit status 1."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
-  config = cli.config_flag(_PROGRAM)
-  if config is None:
-    cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/sweep.py:hawk-1.4b-birdie")
-  try:
+  config = cli.required_config(_PROGRAM, "--config=configs/sweep.py:hawk-1.4b-birdie")
+  with cli.user_errors(_PROGRAM):
     check_flags(f.topology, f.assumed_mfu, f.json)
     report = compile_train_step(config, f.topology)
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
   print(format_report(report, f.assumed_mfu), flush=True)
   if f.json:
     row = {"config": config_flags.get_config_filename(f["config"]),

@@ -9,7 +9,8 @@ any work, so a typo costs seconds rather than a compile or a trained tokenizer.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import contextlib
 import math
 import sys
 from typing import NoReturn
@@ -18,10 +19,14 @@ from absl import flags
 from absl import logging
 import ml_collections
 
-from birdie_jax.errors import ConfigError
+from birdie_jax.errors import ConfigError, TrainingError
 
 # linear_scan's implementations (model.scan_impl), for the benchmarks' lists of them.
 SCAN_IMPLS = ("auto", "associative", "linear", "chunked", "pallas")
+
+# `user_errors(interrupted=...)` of the training entry points: Ctrl-C before their loop began (the
+# loop itself saves and exits 0).
+BEFORE_TRAINING = "interrupted before training began; nothing to save"
 
 # What loading a config file or applying a `--config.key=value` override raises when it is wrong.
 CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError)
@@ -44,6 +49,29 @@ def fail(program: str, message: BaseException | str) -> NoReturn:
   """Prints `<program>: error: <message>` on one line to stderr and exits with status 2."""
   print(f"{program}: error: {one_line(message)}", file=sys.stderr)
   sys.exit(2)
+
+
+def no_arguments(program: str, argv: list[str]) -> None:
+  """Ends in one line when words are left after absl parsed the flags (a flag without its `--`,
+  a value after a space instead of `=`): absl would otherwise ignore them."""
+  if len(argv) > 1:
+    fail(program, f"unexpected arguments: {list(argv[1:])}")
+
+
+@contextlib.contextmanager
+def user_errors(program: str, *, interrupted: str | None = None) -> Iterator[None]:
+  """Inside it, a ConfigError or TrainingError ends in one line (`fail`, exit status 2). With
+  `interrupted`, Ctrl-C ends with `<program>: <interrupted>` and exit status 130 (for what runs
+  before a training loop, which itself saves and exits 0 on Ctrl-C); without, it propagates."""
+  try:
+    yield
+  except (ConfigError, TrainingError) as e:
+    fail(program, e)
+  except KeyboardInterrupt:
+    if interrupted is None:
+      raise
+    print(f"{program}: {interrupted}", file=sys.stderr)
+    sys.exit(130)
 
 
 def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
@@ -70,6 +98,14 @@ def config_flag(program: str, name: str = "config") -> ml_collections.ConfigDict
       config.keys()
   except CONFIG_ERRORS as e:
     fail(program, f"bad --{name} ({type(e).__name__}): {one_line(e)}")
+  return config
+
+
+def required_config(program: str, example: str, name: str = "config") -> ml_collections.ConfigDict:
+  """`config_flag`'s value; its absence ends in one line naming `example` (a `--config=...`)."""
+  config = config_flag(program, name)
+  if config is None:
+    fail(program, f"--{name} is required, e.g. {example}")
   return config
 
 

@@ -31,7 +31,6 @@ from ml_collections import config_flags
 
 from birdie_jax import cli
 from birdie_jax.config import validate_config
-from birdie_jax.errors import ConfigError
 from birdie_jax.evals import objectives_report
 from birdie_jax.evals.objectives_eval import objective_competence
 from birdie_jax.evals.report import Report, write_task
@@ -101,12 +100,11 @@ _PROGRAM = "birdie_jax.evaluate"
 
 def main(argv: list[str]) -> None:
   """Prints the markdown report; a user error ends in one line on stderr, exit status 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   cli.quiet_logging()
   given = cli.config_flag(_PROGRAM)
-  try:
+  with cli.user_errors(_PROGRAM):
     config = load_config(f.workdir) if given is None else given
     validate_config(config)
     objectives, tasks = split_objectives(f.tasks)
@@ -120,8 +118,6 @@ def main(argv: list[str]) -> None:
       print(objectives_report.markdown(evaluate_objectives(f.workdir, run=run)), end="")
     if tasks or not objectives:
       print(evaluate_run(f.workdir, settings=settings, run=run).markdown(), end="")
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
 
 
 if __name__ == "__main__":

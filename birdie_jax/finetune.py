@@ -18,7 +18,6 @@ Multi-process runs take `birdie_jax.main`'s flags (`--num_processes`, `--process
 """
 from __future__ import annotations
 
-import sys
 
 import jax
 from absl import app, flags
@@ -27,7 +26,6 @@ from ml_collections import config_flags
 from birdie_jax import cli
 from birdie_jax.data import special_tokens
 from birdie_jax.data.sft_records import prompt_ids
-from birdie_jax.errors import ConfigError, TrainingError
 from birdie_jax.models.decoding import generate
 from birdie_jax.parallel import distributed
 from birdie_jax.parallel.sharding import axis_rules
@@ -67,22 +65,16 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   given = cli.config_flag(_PROGRAM)
   cli.quiet_logging()
-  try:
+  with cli.user_errors(_PROGRAM, interrupted=cli.BEFORE_TRAINING):
     config = sft.finetune_config(
         f.init_from, f.data, base=given if f["config"].present else None,
         overrides=config_flags.get_override_values(f["config"]))
     distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
     sft.finetune(config, f.workdir)
-  except (ConfigError, TrainingError) as e:
-    cli.fail(_PROGRAM, e)
-  except KeyboardInterrupt:  # Ctrl-C before the loop began (the loop itself saves and exits 0)
-    print(f"{_PROGRAM}: interrupted before training began; nothing to save", file=sys.stderr)
-    sys.exit(130)
 
 
 if __name__ == "__main__":

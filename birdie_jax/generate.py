@@ -87,16 +87,13 @@ _PROGRAM = "birdie_jax.generate"
 
 def main(argv: list[str]) -> None:
   """Prints the generated text; a user error ends in one line on stderr, exit status 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   cli.quiet_logging()
-  try:
+  with cli.user_errors(_PROGRAM):
     print(generate_text(f.workdir, f.prompt, max_new_tokens=f.max_new_tokens,
                         temperature=f.temperature, top_k=f.top_k, layout=f.layout, seed=f.seed,
                         unstack_layers=f.unstack_layers))
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
 
 
 if __name__ == "__main__":

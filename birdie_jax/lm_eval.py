@@ -177,18 +177,15 @@ _PROGRAM = "birdie_jax.lm_eval"
 
 def main(argv: list[str]) -> None:
   """Prints lm-eval's results table; a user error ends in one line on stderr, exit status 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   cli.quiet_logging()
   if not f["verbosity"].present:
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-  try:
+  with cli.user_errors(_PROGRAM):
     results = evaluate_with_harness(f.workdir, f.tasks, layout=f.layout,
                                     include_path=f.include_path, limit=f.limit,
                                     batch_size=f.batch_size, num_fewshot=f.num_fewshot)
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
   print(make_table(results))
   if f.output:
     write_atomic(as_path(f.output), json.dumps(results, indent=2, default=handle_non_serializable))

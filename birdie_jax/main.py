@@ -11,13 +11,11 @@ how they meet, and Cloud TPU pod slices, SLURM and Open MPI need none of them
 """
 from __future__ import annotations
 
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from birdie_jax import cli
-from birdie_jax.errors import ConfigError, TrainingError
 from birdie_jax.parallel import distributed
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
@@ -41,11 +39,8 @@ _PROGRAM = "birdie_jax"
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
-  config = cli.config_flag(_PROGRAM)
-  if config is None:
-    cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/base.py")
+  cli.no_arguments(_PROGRAM, argv)
+  config = cli.required_config(_PROGRAM, "--config=configs/base.py")
   if _INIT_FROM.value:
     if config.train.init_from not in ("", _INIT_FROM.value):
       cli.fail(_PROGRAM, f"--init_from={_INIT_FROM.value} and --config.train.init_from="
@@ -53,14 +48,9 @@ def main(argv: list[str]) -> None:
     config.train.init_from = _INIT_FROM.value
   cli.quiet_logging()
   from birdie_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  try:
+  with cli.user_errors(_PROGRAM, interrupted=cli.BEFORE_TRAINING):
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     train_and_evaluate(config, _WORKDIR.value)
-  except (ConfigError, TrainingError) as e:
-    cli.fail(_PROGRAM, e)
-  except KeyboardInterrupt:  # Ctrl-C before the loop began (the loop itself saves and exits 0)
-    print(f"{_PROGRAM}: interrupted before training began; nothing to save", file=sys.stderr)
-    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import ml_collections
 import numpy as np
 
 from birdie_jax import cli
-from birdie_jax.errors import ConfigError
 from birdie_jax.evals.report import Report
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.tasks import parse_names
@@ -81,12 +80,11 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   """Fine-tunes, evaluates, prints the markdown table; user errors end in one line, exit 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   cli.quiet_logging()
   arg = common.ARG_TINY if f.tiny else None
-  try:
+  with cli.user_errors(_PROGRAM):
     check_writable(os.path.join(f.workdir, FINETUNE_DIR), hint="the results are written there")
     run = load_run(f.workdir)
     evaluator = Evaluator(run.config, run.tokenizer, run.setup,
@@ -96,8 +94,6 @@ def main(argv: list[str]) -> None:
       report, losses = protocol_and_evaluate(run, evaluator, f.workdir, settings), None
     else:
       report, losses = finetune_and_evaluate(run, evaluator, common.finetune_settings(arg))
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
   if losses is None:
     report.write(os.path.join(f.workdir, FINETUNE_DIR, "eval"))
   else:

@@ -88,15 +88,12 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   """Runs `probe` with the flags and prints the table; user errors end in one line, exit 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   cli.quiet_logging()
-  try:
+  with cli.user_errors(_PROGRAM):
     report = probe(f.workdir, family=f.family, width=f.width, depth=f.depth, seq_len=f.seq_len,
                    numbers=f.numbers, steps=f.steps, learning_rate=f.learning_rate)
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
   print(report.markdown(), end="")
 
 

@@ -273,18 +273,15 @@ def check_flags(workdir: str, arms: tuple[str, ...], parallel: int, budget_s: fl
 
 def main(argv: list[str]) -> None:
   """Runs `reproduce` with the flags; user errors end in one line, exit 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   cli.quiet_logging()
   arms = tuple(a.strip() for a in f.arms.split(",") if a.strip())
-  try:
+  with cli.user_errors(_PROGRAM):
     check_flags(f.workdir, arms, f.parallel, f.budget_s, f.results)
     reproduce(f.workdir, arms=arms,
               arg=common.ARG_TINY if f.tiny else None, budget_s=f.budget_s,
               results_path=f.results, parallel=f.parallel)
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
 
 
 if __name__ == "__main__":

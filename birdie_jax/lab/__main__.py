@@ -20,7 +20,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from birdie_jax import cli
-from birdie_jax.errors import ConfigError
 from birdie_jax.lab.report import write_report
 from birdie_jax.lab.sweep import run_sweep
 from birdie_jax.workdir import check_writable
@@ -37,21 +36,16 @@ _PROGRAM = "birdie_jax.lab"
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
-  config = cli.config_flag(_PROGRAM)
-  if config is None:
-    cli.fail(_PROGRAM, "--config is required, e.g. --config=configs/lab.py:cpu")
+  cli.no_arguments(_PROGRAM, argv)
+  config = cli.required_config(_PROGRAM, "--config=configs/lab.py:cpu")
   cli.quiet_logging()
-  try:
+  with cli.user_errors(_PROGRAM):
     report_folder = os.path.dirname(os.path.abspath(_REPORT.value)) if _REPORT.value else ""
     for folder in filter(None, (_WORKDIR.value, report_folder, _PLOTS.value)):
       check_writable(folder)  # the report comes after hours of training
     finished = True
     if not _REPORT_ONLY.value:
       finished = run_sweep(config, _WORKDIR.value, log=lambda line: print(line, flush=True))
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
   path = _REPORT.value or os.path.join(_WORKDIR.value, "LAB.md")
   write_report(_WORKDIR.value, path, plots_folder=_PLOTS.value,
                command=" ".join(["python -m birdie_jax.lab"] + sys.argv[1:]))

@@ -19,7 +19,6 @@ import os
 from absl import app, flags
 
 from birdie_jax import cli
-from birdie_jax.errors import ConfigError
 from birdie_jax.evals.runner import Evaluator
 from birdie_jax.train import finetune_progress
 from birdie_jax.train.finetune_protocol import FinetuneSettings, protocol_for_run
@@ -69,14 +68,11 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   """Prints the protocol file's path; user errors end in one line, exit status 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
-  try:
+  with cli.user_errors(_PROGRAM):
     check_writable(os.path.join(f.workdir, "finetune"), hint="the protocol's file goes there")
     print(finetune_task(f.workdir, f.task, tiny=f.tiny))
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
 
 
 if __name__ == "__main__":

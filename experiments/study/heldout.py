@@ -25,7 +25,6 @@ from birdie_jax.data.pipeline import make_validation_batches
 from birdie_jax.models.forward import make_eval_step, mean_eval_loss
 from birdie_jax.parallel.sharding import batch_sharding
 from birdie_jax.trained_run import TrainedRun, load_run
-from birdie_jax.errors import ConfigError
 from birdie_jax.workdir import check_writable, write_atomic
 from experiments.study.config import corpus_dir
 
@@ -79,14 +78,11 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   """Prints the held-out losses as JSON; user errors end in one line, exit status 2."""
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
-  try:
+  with cli.user_errors(_PROGRAM):
     check_writable(f.workdir, hint="heldout.json goes there")
     print(json.dumps(write_heldout(f.workdir, batches=f.batches, batch_size=f.batch_size)))
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
 
 
 if __name__ == "__main__":

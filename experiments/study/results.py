@@ -179,18 +179,14 @@ def main(argv: Sequence[str]) -> None:
   an unwritable `--out` ends in one line, exit status 2, before any run file is read."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from birdie_jax import cli  # pylint: disable=g-import-not-at-top
-  from birdie_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   from birdie_jax.workdir import check_writable, write_atomic  # pylint: disable=g-import-not-at-top
   from experiments.study.config import ARMS  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    cli.fail(_PROGRAM, f"unexpected arguments: {list(argv[1:])}")
+  cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
-  try:
+  with cli.user_errors(_PROGRAM):
     cli.require(os.path.isdir(f.root), f"--root={f.root} is not a folder (of the arms' workdirs)")
     cli.require(not os.path.isdir(f.out), f"--out={f.out} is a folder, not a file")
     check_writable(os.path.dirname(os.path.abspath(f.out)), hint="--out goes there")
-  except ConfigError as e:
-    cli.fail(_PROGRAM, e)
   text = markdown(_finite(runs.collect(f.root, ARMS)))
   write_atomic(f.out, text)
   print(text, end="")

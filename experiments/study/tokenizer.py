@@ -20,7 +20,6 @@ from birdie_jax import cli
 from birdie_jax.data.file_source import open_files
 from birdie_jax.data.sources import load_documents
 from birdie_jax.data.tokenizer import SentencePieceTokenizer, train_sentencepiece
-from birdie_jax.errors import ConfigError
 from birdie_jax.workdir import check_writable
 
 MODEL_PATH = os.path.join("experiments", "study", "tokenizer", "gutenberg-16k.model")
@@ -50,12 +49,10 @@ def main(argv: list[str]) -> None:
   """Builds MODEL_PATH (after checking the flags and that its folder can be written: one line,
   exit status 2, rather than after a minute of training), then counts with `--count`."""
   unknown = [a for a in argv if a != "--count"]
-  try:
+  with cli.user_errors("experiments.study.tokenizer"):
     cli.require(not unknown, f"unexpected arguments {unknown}: the only flag is --count")
     check_writable(os.path.dirname(MODEL_PATH), hint="the tokenizer is written there")
     built = build()  # a missing corpus stops before the training, in one line
-  except ConfigError as e:
-    cli.fail("experiments.study.tokenizer", e)
   print(f"{MODEL_PATH}: {built.vocab_size} pieces")
   if "--count" in argv:
     corpus = os.path.dirname(TOKENIZER_SOURCE)
