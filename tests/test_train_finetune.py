@@ -3,6 +3,7 @@ curriculum, learning-rate choice, and on a tiny pre-trained model that replaying
 keeps held-out perplexity while the task is learned (and that without replay it does not)."""
 import dataclasses
 import itertools
+import json
 import math
 import re
 
@@ -287,6 +288,67 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(monkeypatch, tmp_pat
   with pytest.raises(ConfigError, match="another fine-tuning sweep's progress .*pretrained_step"):
     fp.run_protocol(evaluator, config, params, settings, _replay_rows, str(tmp_path),
                     identity={"pretrained_step": 4})
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_a_pruned_sweep_trains_fewer_steps_and_its_survivors_equal_unpruned_runs(monkeypatch,
+                                                                                 tmp_path):
+  """Successive halving at step 4 of 12 over LRs 0, 3e-4 and 1e-2: LR 0 (its held-out loss
+  unchanged) is pruned there, its record ending at step 4 with no params; the other two train
+  on from their kept states. Each survivor's curve and losses equal its run in the same sweep
+  without pruning (pausing changes nothing), so does the choice, and 3 x 4 + 2 x 8 steps were
+  trained instead of 3 x 12. Killed in the last round and started again on its folder, the
+  sweep ends as the one never stopped."""
+  monkeypatch.setitem(task_registry.TASKS, "constant", _Constant)
+  config, evaluator = _evaluator("mqar")
+  params = init_train_state(config, evaluator.placed, evaluator.tokenizer.vocab_size).params
+  full = fp.FinetuneSettings(tasks=("constant",), learning_rates=(0.0, 0.03, 1.0),
+                             lr_scale=1e-2, steps=12, batch_size=8, eval_every=4,
+                             heldout_examples=4, perplexity_examples=2, log_every=1)
+  pruned = dataclasses.replace(full, prune_at=(4,))
+  whole = fp.run_protocol(evaluator, config, params, full, _replay_rows).tasks["constant"]
+
+  calls = []
+  train = ft.train
+  monkeypatch.setattr(ft, "train", lambda *a, **k: calls.append(
+      (k["learning_rate"], k["until"], k["resume"] is not None)) or train(*a, **k))
+  halved = fp.run_protocol(evaluator, config, params, pruned, _replay_rows).tasks["constant"]
+  assert calls == [(0.0, 4, False), (3e-4, 4, False), (1e-2, 4, False),
+                   (3e-4, None, True), (1e-2, None, True)]
+  zero = halved.runs[0]
+  assert not zero.complete and zero.trained_steps == 4 and zero.curve[-1].step == 4
+  assert [s for s, _ in zero.losses] == [1, 2, 3, 4]
+  for a, b in zip(whole.runs[1:], halved.runs[1:], strict=True):
+    assert b.complete and a.learning_rate == b.learning_rate
+    assert [(p.step, p.score) for p in a.curve] == [(p.step, p.score) for p in b.curve]
+    np.testing.assert_allclose([p.loss for p in a.curve], [p.loss for p in b.curve], rtol=1e-5)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+  assert halved.chosen_learning_rate == whole.chosen_learning_rate == pytest.approx(1e-2)
+  assert halved.evaluation.overall == pytest.approx(whole.evaluation.overall, rel=1e-5)
+
+  monkeypatch.setattr(ft, "train", train)
+  save = fp.SweepProgress.save_running
+  def save_then_die(self, index, step, state, meta):
+    save(self, index, step, state, meta)
+    if (index, step) == (2, 8):
+      raise _Killed
+  monkeypatch.setattr(fp.SweepProgress, "save_running", save_then_die)
+  with pytest.raises(_Killed):
+    fp.run_protocol(evaluator, config, params, pruned, _replay_rows, str(tmp_path))
+  folder = tmp_path / "constant"
+  assert json.loads((folder / "lr0.json").read_text())["trained_steps"] == 4
+  assert not (folder / "params" / "0").exists()  # a pruned LR keeps no params
+  monkeypatch.setattr(fp.SweepProgress, "save_running", save)
+  resumed = fp.run_protocol(evaluator, config, params, pruned, _replay_rows,
+                            str(tmp_path)).tasks["constant"]
+  for a, b in zip(halved.runs, resumed.runs, strict=True):
+    assert (a.learning_rate, a.trained_steps) == (b.learning_rate, b.trained_steps)
+    np.testing.assert_allclose([p.loss for p in a.curve], [p.loss for p in b.curve], rtol=1e-5)
+  assert resumed.evaluation.overall == pytest.approx(halved.evaluation.overall, rel=1e-5)
+  with pytest.raises(ConfigError, match="prune_at must rise strictly"):
+    dataclasses.replace(full, prune_at=(6,))  # not a curve point
+  with pytest.raises(ConfigError, match="prune_at must rise strictly"):
+    dataclasses.replace(full, prune_at=(8, 4))
 
 
 def test_batches_made_ahead_come_in_order_and_carry_the_stream_s_error():

@@ -169,12 +169,14 @@ def train(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
           every: int = 0, on_eval: Callable[[int, object], None] | None = None,
           resume: Callable[[TrainSetup], tuple[int, TrainState] | None] | None = None,
           prior_losses: Sequence[tuple[int, float]] = (),
-          on_checkpoint: Callable[[int, TrainState, list], None] | None = None):
+          on_checkpoint: Callable[[int, TrainState, list], None] | None = None,
+          until: int | None = None):
   """`params` (left intact) after `steps` steps on `batches`; returns (params, [(step, loss)]).
 
   `on_eval(step, params)` runs every `every` steps and after the last one (0: never);
   `on_checkpoint(step, state, losses)` runs after it at each of those steps but the last, to keep
-  the state. `resume(setup)` may return a (step, state) saved so: training goes on after that
+  the state. `until` (< `steps`, a multiple of `every`) stops after that step instead, the
+  schedule still that of `steps` steps: the state kept there is resumed later (a pruned sweep). `resume(setup)` may return a (step, state) saved so: training goes on after that
   step, the batches it had used skipped, `prior_losses` (that run's loss log) leading the log.
   Batches are made one step ahead in a thread, so the host builds the next batch while the
   device trains on this one (a step of the 50m study model took 0.2 s with the two in series,
@@ -201,8 +203,9 @@ def train(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
     losses = [tuple(x) for x in prior_losses] if done else []
     step_fn = make_train_step(setup, ft_config.train)
     start = time.perf_counter()
+    last = steps if until is None else until
     with _Prefetched(itertools.islice(batches, done, None)) as ahead:
-      for step in range(done + 1, steps + 1):
+      for step in range(done + 1, last + 1):
         batch = {k: jax.make_array_from_process_local_data(
             batch_sharding(mesh, setup.rules, v.ndim), v[pi * local:(pi + 1) * local])
                  for k, v in next(ahead).items()}

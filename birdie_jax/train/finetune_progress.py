@@ -7,6 +7,8 @@ stopped instead of starting over.
     step, state = progress.restore_running(i, setup)
     progress.save_running(i, step, state, meta)   # at every learning-curve point
     progress.finish(i, record, params)       # LR i done: its params, then its record
+    progress.keep_partial(i, stop, record)   # LR i reached a pruning step (its state is kept)
+    progress.partial(i, stop)                # that record, or None
 
 Layout of the folder (`finetune_protocol.finetune_task` writes it when given a folder):
     sweep.json        what the sweep is (task, settings, pre-trained step): a folder written by
@@ -14,7 +16,9 @@ Layout of the folder (`finetune_protocol.finetune_task` writes it when given a f
     params/<i>/       Orbax: LR i's fine-tuned params (the chosen LR's are scored at the end,
                       perhaps by a later process than the one that trained them)
     lr<i>.json        LR i's record; written after its params are committed, so a record
-                      always has its params
+                      always has its params (a pruned LR's record has none)
+    lr<i>-at<s>.json  LR i's record at pruning step s (`FinetuneSettings.prune_at`), written
+                      after its state there: what ranks it, and its record if it is pruned
     running-<i>/<s>/  Orbax: LR i's train state after step s and its curve so far (`meta`), kept
                       at the newest learning-curve point only; removed when LR i finishes
 Why. On a lent GPU one call runs at most 10 minutes and a task's three fine-tunes of a 50m model
@@ -23,7 +27,8 @@ every kill lost all of it. Orbax writes each checkpoint into a temporary folder 
 when complete, and JSON files are replaced atomically: a kill at any instant leaves the last
 complete point. Resuming regenerates the data stream and skips the batches already trained on
 (examples are a pure function of seed and index), so a resumed sweep trains on the same batches
-as an uninterrupted one.
+as an uninterrupted one. `MemoryProgress` is the same without a folder (nothing survives the
+process): the protocol goes through one or the other.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
@@ -54,6 +60,8 @@ def _manager(directory: str, keep: int | None) -> ocp.CheckpointManager:
 
 class SweepProgress:
   """One task's sweep on disk (the module docstring has the layout)."""
+
+  keeps_every_point = True  # the running state at every curve point: a kill loses at most one
 
   def __init__(self, directory: str, identity: dict[str, Any]):
     """Opens `directory` for the sweep `identity` (JSON-ready: task, settings, pre-trained
@@ -82,11 +90,13 @@ class SweepProgress:
     path = as_path(self._directory) / f"lr{index}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
-  def finish(self, index: int, record: dict[str, Any], params) -> None:
-    """Keeps LR `index`'s params, then its record, then drops its running state."""
-    self._params.save(index, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
-                      force=True)
-    self._params.wait_until_finished()
+  def finish(self, index: int, record: dict[str, Any], params=None) -> None:
+    """Keeps LR `index`'s params (None: a pruned LR, no params), then its record, then drops its
+    running state."""
+    if params is not None:
+      self._params.save(index, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
+                        force=True)
+      self._params.wait_until_finished()
     running = self._managers.pop(index, None)
     if running is not None:
       running.close()
@@ -96,6 +106,20 @@ class SweepProgress:
       if folder.exists():
         folder.rmtree()
     self._sync(f"finish_{index}")
+
+  def partial(self, index: int, stop: int) -> dict[str, Any] | None:
+    """LR `index`'s record at pruning step `stop`, or None."""
+    path = as_path(self._directory) / f"lr{index}-at{stop}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+  def keep_partial(self, index: int, stop: int, record: dict[str, Any]) -> None:
+    """Keeps LR `index`'s record at pruning step `stop` (its state there is already saved)."""
+    if jax.process_index() == 0:
+      write_atomic(os.path.join(self._directory, f"lr{index}-at{stop}.json"), json.dumps(record))
+    self._sync(f"partial_{index}_{stop}")
+
+  def release_params(self, indices) -> None:
+    """Nothing: params on disk cost no memory (`MemoryProgress` drops them)."""
 
   def params(self, index: int, like) -> Any:
     """LR `index`'s fine-tuned params, restored into the shapes and shardings of `like` (a
@@ -143,3 +167,53 @@ class SweepProgress:
   def _sync(name: str) -> None:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"birdie_jax_finetune_progress_{name}")
+
+
+class MemoryProgress:
+  """`SweepProgress`'s interface in memory, for a sweep without a folder: states are copied
+  (the train step donates its input), records and params kept as given."""
+
+  keeps_every_point = False  # only at pruning steps: a copy of a 1.4B model's state is 22 GB
+
+  def __init__(self):
+    self._finished: dict[int, dict[str, Any]] = {}
+    self._params: dict[int, Any] = {}
+    self._partial: dict[tuple[int, int], dict[str, Any]] = {}
+    self._running: dict[int, tuple[int, TrainState, dict[str, Any]]] = {}
+
+  def finished(self, index: int) -> dict[str, Any] | None:
+    return self._finished.get(index)
+
+  def finish(self, index: int, record: dict[str, Any], params=None) -> None:
+    if params is not None:
+      self._params[index] = params
+    self._finished[index] = record
+    self._running.pop(index, None)
+
+  def partial(self, index: int, stop: int) -> dict[str, Any] | None:
+    return self._partial.get((index, stop))
+
+  def keep_partial(self, index: int, stop: int, record: dict[str, Any]) -> None:
+    self._partial[(index, stop)] = record
+
+  def release_params(self, indices) -> None:
+    """Drops the params of LRs `indices` (they will not be chosen)."""
+    for index in indices:
+      self._params.pop(index, None)
+
+  def params(self, index: int, like) -> Any:
+    del like  # kept as trained
+    return self._params[index]
+
+  def running_meta(self, index: int) -> dict[str, Any] | None:
+    kept = self._running.get(index)
+    return None if kept is None else kept[2]
+
+  def restore_running(self, index: int, setup: TrainSetup) -> tuple[int, TrainState] | None:
+    del setup  # kept in its shardings
+    kept = self._running.get(index)
+    return None if kept is None else (kept[0], jax.tree.map(jnp.copy, kept[1]))
+
+  def save_running(self, index: int, step: int, state: TrainState,
+                   meta: dict[str, Any]) -> None:
+    self._running[index] = (step, jax.tree.map(jnp.copy, state), json.loads(json.dumps(meta)))

@@ -24,6 +24,15 @@ from the pre-trained params, once per learning rate of the sweep, and for each r
 The LR whose final held-out score is best is chosen (ties: the smaller LR), and only its params
 are scored on the evaluation examples (`TaskFinetune.evaluation`).
 
+Pruning (`prune_at`, successive halving). A task's sweep costs its LRs times its steps, several
+times a small model's pre-training: 3 x 1,000 steps per task against 1,600 for the study's 50m
+arms. With `prune_at=(s1, s2, ...)` every LR trains to s1, then only the better half (rounded
+up) by held-out target loss at s1 trains on to s2, and so on to the end: (200, 400) of 1,000
+steps over 3 LRs trains 600 + 400 + 600 = 1,600 steps instead of 3,000. A pruned LR's record
+ends at its pruning step (`trained_steps`, `complete` False) and it cannot be chosen. Pausing an
+LR at a pruning step and going on later trains exactly what an unpruned run trains
+(`tests/test_train_finetune.py`), so a survivor's curve is the one it would have had.
+
 Resuming. Given a folder (`protocol_for_run(..., progress_dir=)`), each task keeps there its
 finished LRs (record and params) and the running LR's state at its newest curve point
 (`finetune_progress.py`); the same call after a kill goes on from them, and a sweep resumed so
@@ -38,6 +47,7 @@ Settings (`FinetuneSettings`, defaults and why):
   steps x batch    6,250 x 32 with half the rows replayed: 100,000 task rows, at least 1e5
                    examples (rows pack several short ones), enough for the curves to plateau.
   eval_every 250, heldout_examples 16: 26 curve points of cheap evaluations.
+  prune_at         (): every LR trains all its steps unless a caller asks for pruning.
 """
 from __future__ import annotations
 
@@ -60,7 +70,7 @@ from birdie_jax.evals.runner import Evaluator
 from birdie_jax.evals.task import Task
 from birdie_jax.train import finetune as ft
 from birdie_jax.train.finetune_curriculum import training_stages
-from birdie_jax.train.finetune_progress import SweepProgress
+from birdie_jax.train.finetune_progress import MemoryProgress, SweepProgress
 from birdie_jax.train.finetune_heldout import (heldout_scores, perplexity, selection_examples,
                                                task_result)
 from birdie_jax.workdir import write_atomic
@@ -87,6 +97,9 @@ class FinetuneSettings:
   curriculum_fraction: float = 0.5  # phonebook: share of steps on small books
   small_books: tuple[int, ...] = (10, 20, 30, 40, 50)  # phonebook: small books' entries
   eval_every: int = 250  # steps between learning-curve points
+  prune_at: tuple[int, ...] = ()  # successive halving: after each of these steps (multiples of
+  # eval_every) only the better half, rounded up, of the LRs still training go on, ranked by
+  # held-out target loss there; () trains every LR to the end
   heldout_examples: int = 16  # held-out (stream 2) examples per difficulty per curve point
   perplexity_examples: int = 8  # held-out prose windows per length for perplexity
   seed: int = 1  # seeds the training and held-out examples
@@ -103,6 +116,11 @@ class FinetuneSettings:
                  "log_every"):
       if getattr(self, name) < 1:
         raise ConfigError(f"fine-tuning {name} must be >= 1, got {getattr(self, name)}")
+    stops = (0, *self.prune_at, self.steps)
+    if (any(a >= b for a, b in zip(stops, stops[1:]))
+        or any(s % self.eval_every for s in self.prune_at)):
+      raise ConfigError(f"prune_at must rise strictly between 0 and steps ({self.steps}) in "
+                        f"multiples of eval_every ({self.eval_every}), got {self.prune_at}")
 
   @property
   def replay_rows(self) -> int:
@@ -142,11 +160,21 @@ class LearningRateRun:
   perplexity_before: float
   perplexity_after: float
   seconds: float
+  trained_steps: int | None = None  # fewer than `steps` when pruned there (None: all)
+
+  @property
+  def complete(self) -> bool:
+    """Trained all its steps (not pruned)."""
+    return self.trained_steps in (None, self.steps)
 
   @property
   def final_score(self) -> float:
-    """The held-out score after the last step (what the LR is chosen by)."""
+    """The held-out score after the last step trained (what the LR is chosen by)."""
     return self.curve[-1].score
+
+  def loss_at(self, step: int) -> float:
+    """The held-out target loss at curve point `step` (what pruning ranks by)."""
+    return next(p.loss for p in self.curve if p.step == step)
 
   @property
   def steps_to_50(self) -> int | None:
@@ -213,9 +241,18 @@ class ProtocolResult:
 
 
 def choose(runs: Sequence[LearningRateRun], higher_is_better: bool = True) -> LearningRateRun:
-  """The run with the best final held-out score; ties go to the smaller learning rate."""
+  """The complete run with the best final held-out score; ties go to the smaller learning rate."""
   sign = 1.0 if higher_is_better else -1.0
-  return max(runs, key=lambda r: (sign * r.final_score, -r.learning_rate))
+  return max((r for r in runs if r.complete), key=lambda r: (sign * r.final_score,
+                                                             -r.learning_rate))
+
+
+def survivors(runs: dict[int, LearningRateRun], step: int) -> list[int]:
+  """Successive halving at `step`: the better half, rounded up, of `runs` (index -> run trained
+  to at least `step`) by held-out target loss there, ties to the smaller LR. Loss, not the
+  task's score: early in a fine-tune every LR's accuracy can sit at the same floor."""
+  ranked = sorted(runs, key=lambda i: (runs[i].loss_at(step), runs[i].learning_rate))
+  return sorted(ranked[:math.ceil(len(ranked) / 2)])
 
 
 def _counted(batches: Iterator[Row], task_rows: int, seen: list[int]) -> Iterator[Row]:
@@ -227,11 +264,13 @@ def _counted(batches: Iterator[Row], task_rows: int, seen: list[int]) -> Iterato
 
 def finetune_one(evaluator: Evaluator, config: ml_collections.ConfigDict, params, task: Task,
                  learning_rate: float, settings: FinetuneSettings, replay: ReplaySource | None,
-                 heldout, ppl_before: float, progress: SweepProgress | None = None,
-                 index: int = 0) -> tuple[LearningRateRun, Any]:
-  """One fine-tune of `task` from `params` at `learning_rate`; (its record, its params). With
-  `progress`, its state is kept at every curve point as the sweep's LR `index`, and a kept
-  state is resumed from."""
+                 heldout, ppl_before: float, progress: SweepProgress | MemoryProgress,
+                 index: int = 0, until: int | None = None) -> tuple[LearningRateRun, Any]:
+  """One fine-tune of `task` from `params` at `learning_rate` up to step `until` (default: all
+  `settings.steps`); (its record, its params). Its state is kept in `progress` as the sweep's
+  LR `index` (at every curve point on disk; at `until` at least), and a kept state is resumed
+  from."""
+  until = settings.steps if until is None else until
   replay_rows = settings.replay_rows if replay is not None else 0
   task_rows = settings.batch_size - replay_rows
   stages = training_stages(evaluator, task, settings.steps, settings.curriculum_fraction,
@@ -242,7 +281,7 @@ def finetune_one(evaluator: Evaluator, config: ml_collections.ConfigDict, params
   if replay_rows:
     batches = ft.with_replay(batches, replay(), rows=replay_rows,
                              fraction=settings.replay_fraction)
-  kept = progress.running_meta(index) if progress is not None else None
+  kept = progress.running_meta(index)
   if kept is not None:
     curve = [CurvePoint(**p) for p in kept["curve"]]
     log_progress(f"fine-tune {task.name} lr {learning_rate:.2e}: resuming after step "
@@ -253,9 +292,10 @@ def finetune_one(evaluator: Evaluator, config: ml_collections.ConfigDict, params
   start = time.perf_counter()
 
   def keep(step: int, state, losses: list) -> None:
-    progress.save_running(index, step, state, {
-        "step": step, "curve": [dataclasses.asdict(p) for p in curve], "losses": losses,
-        "seconds": earlier + time.perf_counter() - start})
+    if progress.keeps_every_point or step == until:
+      progress.save_running(index, step, state, {
+          "step": step, "curve": [dataclasses.asdict(p) for p in curve], "losses": losses,
+          "seconds": earlier + time.perf_counter() - start})
 
   tuned, losses = ft.train(
       evaluator, config, params, batches, steps=settings.steps, batch_size=settings.batch_size,
@@ -264,16 +304,17 @@ def finetune_one(evaluator: Evaluator, config: ml_collections.ConfigDict, params
       on_eval=lambda s, p: curve.append(CurvePoint(s, *heldout_scores(evaluator, task, p,
                                                                       heldout))),
       resume=(lambda setup: progress.restore_running(index, setup)) if kept else None,
-      prior_losses=kept["losses"] if kept else (),
-      on_checkpoint=keep if progress is not None else None)
+      prior_losses=kept["losses"] if kept else (), on_checkpoint=keep,
+      until=until if until < settings.steps else None)
   run = LearningRateRun(
       task=task.name, learning_rate=learning_rate, steps=settings.steps, examples_seen=seen[0],
       curve=tuple(curve), losses=tuple((int(s), float(v)) for s, v in losses),
       perplexity_before=ppl_before,
       perplexity_after=perplexity(evaluator, tuned, settings.perplexity_examples, settings.seed),
-      seconds=earlier + time.perf_counter() - start)
+      seconds=earlier + time.perf_counter() - start, trained_steps=until)
   log_progress(f"fine-tune {task.name} lr {learning_rate:.2e}: held-out {task.metrics[0]} "
-               f"{run.final_score:.3f}, perplexity {ppl_before:.2f} -> {run.perplexity_after:.2f}")
+               f"{run.final_score:.3f} after step {until}, perplexity {ppl_before:.2f} -> "
+               f"{run.perplexity_after:.2f}")
   return run, tuned
 
 
@@ -287,35 +328,70 @@ def finetune_task(evaluator: Evaluator, config: ml_collections.ConfigDict, param
   goes on from them; `identity` (JSON-ready) names what `params` are (e.g. the pre-trained run
   and step), so a folder from other params stops the start."""
   task = task_registry.build_tasks([task_name], evaluator.context)[0]
-  progress = None if progress_dir is None else SweepProgress(progress_dir, {
+  progress = MemoryProgress() if progress_dir is None else SweepProgress(progress_dir, {
       "task": task_name, "settings": dataclasses.asdict(settings), **(identity or {})})
   heldout = {d: selection_examples(task, settings.seed, d, settings.heldout_examples)
              for d in task.sweep}
   ppl_before = perplexity(evaluator, params, settings.perplexity_examples, settings.seed)
-  runs, tuned = [], {}
-  rates = list(settings.learning_rates)
-  for index, lr in enumerate(rates):
-    record = progress.finished(index) if progress is not None else None
+  rates = [lr * settings.lr_scale for lr in settings.learning_rates]
+  runs: dict[int, LearningRateRun] = {}
+
+  def advance(index: int, stop: int) -> LearningRateRun:
+    """LR `index` trained up to `stop`: its record from `progress` when it has one, else trained
+    on from where it was kept."""
+    record = progress.finished(index) or (progress.partial(index, stop)
+                                          if stop < settings.steps else None)
     if record is not None:
-      runs.append(LearningRateRun.from_json(record))
-      log_progress(f"fine-tune {task.name} lr {runs[-1].learning_rate:.2e}: finished earlier, "
-                   f"held-out {task.metrics[0]} {runs[-1].final_score:.3f}")
+      run = LearningRateRun.from_json(record)
+      log_progress(f"fine-tune {task.name} lr {run.learning_rate:.2e}: step {stop} reached "
+                   f"earlier, held-out {task.metrics[0]} {run.final_score:.3f}")
+      return run
+    run, tuned = finetune_one(evaluator, config, params, task, rates[index], settings, replay,
+                              heldout, ppl_before, progress, index, until=stop)
+    if stop == settings.steps:
+      progress.finish(index, run.to_json(), tuned)
     else:
-      run, tuned[index] = finetune_one(evaluator, config, params, task, lr * settings.lr_scale,
-                                       settings, replay, heldout, ppl_before, progress, index)
-      runs.append(run)
-      if progress is not None:
-        progress.finish(index, run.to_json(), tuned[index])
-    best = runs.index(choose(runs, task.higher_is_better))
-    tuned = {i: p for i, p in tuned.items() if i == best}  # only the best stays in memory
-    if (index == len(rates) - 1 and best == max(range(len(runs)), key=lambda i: rates[i])
-        and len(rates) < len(settings.learning_rates) + settings.extra_learning_rates):
+      progress.keep_partial(index, stop, run.to_json())
+    return run
+
+  def best_of(indices: Sequence[int], stop: int) -> int:
+    """The best of `indices` at `stop`: the final choice at the end, else by held-out loss."""
+    if stop == settings.steps:
+      chosen = choose([runs[i] for i in indices], task.higher_is_better)
+      return next(i for i in indices if runs[i] is chosen)
+    return min(indices, key=lambda i: (runs[i].loss_at(stop), rates[i]))
+
+  def release_losers() -> None:
+    """Only the best complete LR's params stay in memory (`MemoryProgress`; on disk, all)."""
+    done = [i for i, r in runs.items() if r.complete]
+    if done:
+      best = best_of(done, settings.steps)
+      progress.release_params([i for i in done if i != best])
+
+  alive = list(range(len(rates)))
+  for round_index, stop in enumerate((*settings.prune_at, settings.steps)):
+    for index in alive:
+      runs[index] = advance(index, stop)
+      release_losers()
+    while (round_index == 0 and best_of(alive, stop) == max(alive, key=rates.__getitem__)
+           and len(rates) < len(settings.learning_rates) + settings.extra_learning_rates):
       rates.append(max(rates) * math.sqrt(10.0))  # the best is at the top edge: go on up
-  best_params = tuned[best] if best in tuned else progress.params(best, params)
+      alive.append(len(rates) - 1)
+      runs[alive[-1]] = advance(alive[-1], stop)
+      release_losers()
+    if stop < settings.steps:
+      kept = survivors({i: runs[i] for i in alive}, stop)
+      for index in alive:
+        if index not in kept and progress.finished(index) is None:
+          progress.finish(index, runs[index].to_json())  # pruned: its record, no params
+      alive = kept
+  best = best_of(alive, settings.steps)
+  ordered = [runs[i] for i in sorted(runs)]
+  best_params = progress.params(best, params)
   evaluation = task_result(evaluator, task, best_params, evaluator.examples.get(task.name) or {
       d: task.examples(evaluator.settings.seed, d, evaluator.settings.examples)
       for d in task.sweep})
-  return TaskFinetune(task=task.name, metric=task.metrics[0], runs=tuple(runs),
+  return TaskFinetune(task=task.name, metric=task.metrics[0], runs=tuple(ordered),
                       chosen_learning_rate=runs[best].learning_rate, evaluation=evaluation)
 
 

@@ -32,8 +32,12 @@ from birdie_jax.workdir import check_writable
 # 2026-12-07, before batches were made ahead of the device), resumed across calls.
 # `extra_learning_rates`: the rule fixed in STATUS.md before any protocol result: while a task's
 # best LR is the sweep's largest, try the next half-decade up (30%, then 100% of the peak).
+# `prune_at` (successive halving, fixed 2026-12-08 before any arm's protocol had finished): all
+# LRs to step 200 (100 steps past the warm-up), the better 2 to 400, the best to 1,000: 1,600
+# steps per task instead of 3,000, so a Hawk-50m arm (pre-training and both tasks) fits the one
+# warm machine its checkpoint lives on (STATUS.md: the device-time plan).
 SETTINGS = dict(steps=1000, batch_size=32, eval_every=100, heldout_examples=16,
-                perplexity_examples=8, extra_learning_rates=2)
+                perplexity_examples=8, extra_learning_rates=2, prune_at=(200, 400))
 TINY = dict(steps=2, batch_size=8, eval_every=2, heldout_examples=2, perplexity_examples=2,
             log_every=1)
 
