@@ -1,6 +1,7 @@
 """The fine-tuning protocol (birdie_jax/train/finetune*.py): its schedule, held-out split, book
 curriculum, learning-rate choice, and on a tiny pre-trained model that replaying pre-training rows
 keeps held-out perplexity while the task is learned (and that without replay it does not)."""
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -233,6 +234,21 @@ class _Killed(Exception):
   """Stands for the SIGKILL that ends a lent GPU's call mid-sweep."""
 
 
+@contextlib.contextmanager
+def _killed_after_saving(monkeypatch, *, index: int, step: int):
+  """Inside, the sweep on disk dies (`_Killed`) right after keeping LR `index`'s state at `step`."""
+  save = fp.SweepProgress.save_running
+
+  def save_then_die(self, i, s, state, meta):
+    save(self, i, s, state, meta)
+    if (i, s) == (index, step):
+      raise _Killed
+
+  with monkeypatch.context() as patch:
+    patch.setattr(fp.SweepProgress, "save_running", save_then_die)
+    yield
+
+
 def _replay_rows():
   """A fresh, fixed stream of random next-token rows of 128 bytes (what replay supplies)."""
   rng = np.random.default_rng(7)
@@ -256,13 +272,7 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(monkeypatch, tmp_pat
   whole = fp.run_protocol(evaluator, config, params, settings, _replay_rows).tasks["constant"]
   assert whole.chosen_learning_rate == pytest.approx(1e-2)  # the first LR: its params from disk
 
-  save = fp.SweepProgress.save_running
-  def save_then_die(self, index, step, state, meta):
-    save(self, index, step, state, meta)
-    if (index, step) == (1, 8):
-      raise _Killed
-  monkeypatch.setattr(fp.SweepProgress, "save_running", save_then_die)
-  with pytest.raises(_Killed):
+  with pytest.raises(_Killed), _killed_after_saving(monkeypatch, index=1, step=8):
     fp.run_protocol(evaluator, config, params, settings, _replay_rows, str(tmp_path),
                     identity={"pretrained_step": 3})
   assert (tmp_path / "constant" / "lr0.json").exists()
@@ -327,18 +337,11 @@ def test_a_pruned_sweep_trains_fewer_steps_and_its_survivors_equal_unpruned_runs
   assert halved.evaluation.overall == pytest.approx(whole.evaluation.overall, rel=1e-5)
 
   monkeypatch.setattr(ft, "train", train)
-  save = fp.SweepProgress.save_running
-  def save_then_die(self, index, step, state, meta):
-    save(self, index, step, state, meta)
-    if (index, step) == (2, 8):
-      raise _Killed
-  monkeypatch.setattr(fp.SweepProgress, "save_running", save_then_die)
-  with pytest.raises(_Killed):
+  with pytest.raises(_Killed), _killed_after_saving(monkeypatch, index=2, step=8):
     fp.run_protocol(evaluator, config, params, pruned, _replay_rows, str(tmp_path))
   folder = tmp_path / "constant"
   assert json.loads((folder / "lr0.json").read_text())["trained_steps"] == 4
   assert not (folder / "params" / "0").exists()  # a pruned LR keeps no params
-  monkeypatch.setattr(fp.SweepProgress, "save_running", save)
   resumed = fp.run_protocol(evaluator, config, params, pruned, _replay_rows,
                             str(tmp_path)).tasks["constant"]
   for a, b in zip(halved.runs, resumed.runs, strict=True):
