@@ -1,6 +1,7 @@
 """The mechanism lab: task generators against oracles, the vmapped replicas against single
 models, the sweep's resume, the LR choice and the report's verdicts."""
 import json
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -169,6 +170,29 @@ def test_killed_sweep_resumes_without_redoing_points_and_a_cut_point_resumes_exa
   assert resumed["curve"] == whole["curve"]
   np.testing.assert_allclose(resumed["test_accuracy"], whole["test_accuracy"])
   assert not (cut / "partial" / f"{point.name}.npz").exists()
+
+
+def test_two_workers_train_every_point_as_one_does(tmp_path, monkeypatch):
+  """Two worker threads share the points (each trained once, on both threads) and end with the
+  results one worker gets; workers only choose how points run, so a workdir accepts a change."""
+  s = _settings(tasks="mqar:8,copying:8", families="transformer,hawk", data_ids=64)
+  assert sweep.run_sweep(s, str(tmp_path / "one"), log=lambda _: None)
+  threads = []
+  run_point = sweep.run_point
+  monkeypatch.setattr(sweep, "run_point", lambda settings, point, *a, **k: threads.append(
+      (point.name, threading.current_thread().name)) or run_point(settings, point, *a, **k))
+  s.workers = 2
+  assert sweep.run_sweep(s, str(tmp_path / "two"), log=lambda _: None)
+  names = [p.name for p in lab_settings.points(s)]
+  assert sorted(n for n, _ in threads) == sorted(names)  # each point once
+  assert len({t for _, t in threads}) == 2
+  for name in names:
+    one, two = (json.loads((tmp_path / d / "points" / f"{name}.json").read_text())
+                for d in ("one", "two"))
+    assert [step for step, _ in one["curve"]] == [step for step, _ in two["curve"]]
+    np.testing.assert_allclose([a for _, a in one["curve"]], [a for _, a in two["curve"]])
+    np.testing.assert_allclose(one["test_accuracy"], two["test_accuracy"])
+  sweep.check_identity(s, str(tmp_path / "one"))  # workers: a selection key
 
 
 def test_a_workdir_refuses_settings_that_change_its_points(tmp_path):

@@ -1,6 +1,6 @@
 """Training one lab point to its result, in pieces: `run_point` resumes from the point's saved
 state, trains in compiled chunks, records validation curves, saves every `checkpoint_seconds`
-and at the deadline (then raises `OutOfTime`), and at the end scores every replica and picks the
+and at the deadline or when `stop` is set (then raises `OutOfTime`), and at the end scores every replica and picks the
 learning rate.
 
 Files under the sweep's workdir (each written atomically):
@@ -17,6 +17,7 @@ import functools
 import io
 import json
 import os
+import threading
 import time
 
 import jax
@@ -32,7 +33,7 @@ from birdie_jax.workdir import write_atomic
 
 
 class OutOfTime(Exception):
-  """The deadline came while a point was training; its state is saved."""
+  """The deadline (or a stop) came while a point was training; its state is saved."""
 
 
 def model_config(settings: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
@@ -64,7 +65,7 @@ def replica_grid(settings: ml_collections.ConfigDict) -> tuple[list[float], list
           [s for _ in lrs for s in range(settings.seeds)])
 
 
-@functools.lru_cache(maxsize=3)
+@functools.lru_cache(maxsize=6)  # a task's 3 splits, for the 1-2 tasks a sweep's workers share
 def _host_rows(task: str, difficulties: tuple[int, ...], split: str, count: int,
                data_ids: int) -> dict[str, np.ndarray]:
   """`tasks.rows`, kept for the next points of the same task (read-only). Drawing the 100k-example
@@ -123,7 +124,8 @@ def _summary(lrs, seeds, val_accuracy, test: dict) -> dict:
 
 
 def run_point(settings: ml_collections.ConfigDict, point: Point, directory: str, *,
-              deadline: float | None = None, log=print) -> dict:
+              deadline: float | None = None, stop: threading.Event | None = None,
+              log=print) -> dict:
   """Trains `point` (resuming its saved state) and writes and returns its result."""
   lrs, seeds = replica_grid(settings)
   cfg = model_config(settings, point)
@@ -159,7 +161,8 @@ def run_point(settings: ml_collections.ConfigDict, point: Point, directory: str,
       progress["losses"].append([progress["step"], losses[-1].tolist()])
       log(f"{point.name} step {progress['step']}/{settings.steps} | val accuracy "
           f"{' '.join(f'{a:.2f}' for a in accuracy)}")
-    out_of_time = deadline is not None and time.monotonic() > deadline
+    out_of_time = ((deadline is not None and time.monotonic() > deadline)
+                   or (stop is not None and stop.is_set()))
     if out_of_time or time.monotonic() - last_save > settings.checkpoint_seconds:
       _save_partial(directory, point, state, progress)
       last_save = time.monotonic()

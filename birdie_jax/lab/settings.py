@@ -17,7 +17,7 @@ FAMILIES = ("hawk", "gated_ssm", "griffin", "transformer")
 LAYOUTS = ("causal", "bidirectional")
 # Keys that only choose which points run: a resumed sweep may change them; any other key changes
 # what a point is, so a workdir refuses it (its finished points were trained another way).
-SELECTION_KEYS = ("tasks", "families", "widths", "layouts", "max_minutes")
+SELECTION_KEYS = ("tasks", "families", "widths", "layouts", "max_minutes", "workers")
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -59,6 +59,7 @@ def default_settings() -> ml_collections.ConfigDict:
   c.scan_impl = "associative"  # linear_scan implementation (vmapped replicas: see sweep.py)
   c.checkpoint_seconds = 60    # a running point saves its state this often (and at the deadline)
   c.max_minutes = 0.0          # stop, resumably, after this many minutes (0: no limit)
+  c.workers = 1                # points trained at once, one thread each (sweep.py says when)
   return c
 
 
@@ -133,7 +134,8 @@ def validate(settings: ml_collections.ConfigDict) -> None:
     raise ConfigError("lab.learning_rates must be > 0")
   for key in ("depth", "seeds", "steps", "batch_size", "train_examples", "val_examples",
               "test_examples", "eval_every", "eval_batch_size", "chunk_steps", "head_width",
-              "attention_window", "bidirectional_every", "data_ids", "checkpoint_seconds"):
+              "attention_window", "bidirectional_every", "data_ids", "checkpoint_seconds",
+              "workers"):
     if not isinstance(settings[key], int) or settings[key] < 1:
       raise ConfigError(f"lab.{key} must be an integer >= 1, got {settings[key]!r}")
   if not isinstance(settings.easier, int) or settings.easier < 0:

@@ -6,7 +6,8 @@
 # skipped), writes LAB_REPORT (default experiments/LAB.md) and its plots (LAB_PLOTS, default
 # experiments/lab), and packs the results (points, settings, report) into OUT/lab.tgz when OUT is
 # given (a lent machine keeps nothing: unpack it into the checkout and commit). Wheels for what
-# the machine lacks are installed from .wheels/ when that folder exists.
+# the machine lacks are installed from .wheels/ when that folder exists. LAB_WORKERS (default 1)
+# points train at once (lab config `workers`; experiments/lab/workers_probe.sh measures it).
 set -u
 budget=$1
 out=${2:-}
@@ -23,7 +24,8 @@ stage() {
   left=$(( budget * 60 - ($(date +%s) - start) ))
   if [ "$left" -lt 45 ]; then return; fi
   python -m birdie_jax.lab --config="$config" --workdir="$workdir" --report="$report" \
-    --plots="$plots" --config.max_minutes="$(awk "BEGIN {print ($left - 25) / 60}")" "$@" 2>&1 \
+    --plots="$plots" --config.max_minutes="$(awk "BEGIN {print ($left - 25) / 60}")" \
+    --config.workers="${LAB_WORKERS:-1}" "$@" 2>&1 \
     | grep -v "^WARNING\|^[IW][0-9]\{4\} "
 }
 # The config's tasks named in $1 (comma-separated task names, difficulties from the config).
