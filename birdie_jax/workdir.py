@@ -18,6 +18,10 @@ from etils import epath
 
 from birdie_jax.errors import ConfigError
 
+# The folder of a pre-trained run's workdir that the fine-tuning programs write into: protocol
+# files, reports, their sweeps' progress (`train/finetune_progress.py`).
+FINETUNE_DIR = "finetune"
+
 
 def as_path(location: str | os.PathLike[str]) -> epath.Path:
   """`location` as an epath (`~` expanded for local paths)."""

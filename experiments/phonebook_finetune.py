@@ -28,10 +28,9 @@ from birdie_jax.train import finetune_progress
 from birdie_jax.train.finetune import finetune
 from birdie_jax.train.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.trained_run import TrainedRun, load_run
-from birdie_jax.workdir import check_writable
+from birdie_jax.workdir import FINETUNE_DIR, check_writable
 from experiments.configs import common
 
-FINETUNE_DIR = "finetune"
 
 
 def finetune_and_evaluate(run: TrainedRun, evaluator: Evaluator,

@@ -41,12 +41,12 @@ from birdie_jax.models import param_count
 from birdie_jax.train.checkpointing import Checkpointer
 from birdie_jax.train.loop import train_and_evaluate
 from birdie_jax.trained_run import load_run
-from birdie_jax.workdir import check_writable, write_atomic
+from birdie_jax.workdir import FINETUNE_DIR, check_writable, write_atomic
 from experiments import results
 from experiments.budget import Budget
 from experiments.configs import common
 from experiments.configs import paper
-from experiments.phonebook_finetune import FINETUNE_DIR, finetune_and_evaluate, write_finetuned
+from experiments.phonebook_finetune import finetune_and_evaluate, write_finetuned
 
 ARMS = tuple(paper.ARMS)
 _ARM_FILE = "arm.json"

@@ -16,6 +16,7 @@ from typing import Any
 
 from birdie_jax.evals import plots
 from birdie_jax.evals.report import Report, read_report
+from birdie_jax.workdir import FINETUNE_DIR
 
 RETRIEVAL = ("phonebook", "mqar", "copying", "selective_copying", "induction", "passage_qa")
 COMPARISONS = (("hawk_birdie", "hawk_ntp"), ("hawk_birdie_causal", "hawk_ntp"),
@@ -52,7 +53,7 @@ def load_arm(workdir: str, arm: str) -> ArmResults:
   with open(os.path.join(folder, "arm.json"), encoding="utf-8") as f:
     info = json.load(f)
   return ArmResults(arm, info, latest_report(os.path.join(folder, "eval")),
-                    latest_report(os.path.join(folder, "finetune", "eval")))
+                    latest_report(os.path.join(folder, FINETUNE_DIR, "eval")))
 
 
 def _mean(report: Report, task: str) -> tuple[float, int]:

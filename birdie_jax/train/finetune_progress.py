@@ -44,13 +44,13 @@ import orbax.checkpoint as ocp
 from birdie_jax.errors import ConfigError
 from birdie_jax.train.checkpointing import restore_targets
 from birdie_jax.train.state import TrainSetup, TrainState
-from birdie_jax.workdir import as_path, is_remote, write_atomic
+from birdie_jax.workdir import FINETUNE_DIR, as_path, is_remote, write_atomic
 
 
 def progress_dir(workdir: str) -> str:
   """Where a run's fine-tuning CLIs keep their sweeps' progress, one folder per task:
   `<workdir>/finetune/checkpoints` (beside their results; GPU calls pack no `checkpoints`)."""
-  return os.path.join(workdir, "finetune", "checkpoints")
+  return os.path.join(workdir, FINETUNE_DIR, "checkpoints")
 
 
 def _manager(directory: str, keep: int | None) -> ocp.CheckpointManager:

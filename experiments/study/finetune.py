@@ -23,7 +23,7 @@ from birdie_jax.evals.runner import Evaluator
 from birdie_jax.train import finetune_progress
 from birdie_jax.train.finetune_protocol import FinetuneSettings, protocol_for_run
 from birdie_jax.trained_run import TrainedRun, load_run
-from birdie_jax.workdir import check_writable
+from birdie_jax.workdir import FINETUNE_DIR, check_writable
 
 # 1,000 steps x 32 rows (16 replayed) at 2048 tokens: 16,000 task rows per LR (phonebook books of
 # up to 32 asked numbers, MQAR rows of many queries: more examples than rows), the sweep at 1%, 3%
@@ -55,7 +55,7 @@ def finetune_task(workdir: str, task: str, *, tiny: bool = False,
   evaluator = Evaluator(run.config, run.tokenizer, run.setup)
   result = protocol_for_run(run, evaluator, settings_for(run, task, tiny),
                             progress_dir=finetune_progress.progress_dir(workdir))
-  path = os.path.join(workdir, "finetune", f"protocol-{task}.json")
+  path = os.path.join(workdir, FINETUNE_DIR, f"protocol-{task}.json")
   result.write(path)
   return path
 
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
   cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   with cli.user_errors(_PROGRAM):
-    check_writable(os.path.join(f.workdir, "finetune"), hint="the protocol's file goes there")
+    check_writable(os.path.join(f.workdir, FINETUNE_DIR), hint="the protocol's file goes there")
     print(finetune_task(f.workdir, f.task, tiny=f.tiny))
 
 

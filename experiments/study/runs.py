@@ -24,6 +24,8 @@ import json
 import os
 import re
 
+from birdie_jax.workdir import FINETUNE_DIR
+
 COPY_TASKS = ("copying_text", "copying", "copying_frequent")
 ZERO_SHOT_TASKS = ("story_infilling", "passage_qa")  # Birdie's story and SQuAD stand-ins
 RETRIEVAL_TASKS = ("phonebook", "mqar")
@@ -82,7 +84,7 @@ def arm_metrics(workdir: str) -> dict[str, float]:
   report = _latest(os.path.join(workdir, "eval"))
   if report:
     out.update(eval_metrics(_read(report)))
-  for path in sorted(glob.glob(os.path.join(workdir, "finetune", "protocol*.json"))):
+  for path in sorted(glob.glob(os.path.join(workdir, FINETUNE_DIR, "protocol*.json"))):
     out.update(protocol_metrics(_read(path)))
   objectives = _latest(os.path.join(workdir, "objectives"))
   if objectives:  # competence at the run's own objectives: token accuracy per class
