@@ -44,6 +44,7 @@ from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
 from birdie_jax.tpu_specs import Chip, parse_topology, topology_chip, topology_chips
 from birdie_jax.workdir import check_writable
+from birdie_jax.train.checkpointing import restore_targets
 from birdie_jax.train.state import make_train_setup
 from birdie_jax.train.step import make_train_step
 
@@ -151,8 +152,7 @@ def compile_train_step(config: ml_collections.ConfigDict, topology: str) -> AotR
                       f"mesh's data x fsdp size ({mesh.shape['data'] * mesh.shape['fsdp']})")
   check_batch_layout(mesh, rules, config.train.batch_size, config.train.seq_len)
   setup = make_train_setup(config, planned_vocab_size(config.data), mesh)
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                       setup.abstract_state, setup.state_shardings)
+  state = restore_targets(setup.abstract_state, setup.state_shardings)  # sharded abstract state
   step = make_train_step(setup, config.train)
   report = functools.partial(
       AotReport, topology=topology, device_kind=devices[0].device_kind, mesh=dict(mesh.shape),
