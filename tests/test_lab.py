@@ -1,7 +1,9 @@
 """The mechanism lab: task generators against oracles, the vmapped replicas against single
 models, the sweep's resume, the LR choice and the report's verdicts."""
+import concurrent.futures
 import json
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -193,6 +195,24 @@ def test_two_workers_train_every_point_as_one_does(tmp_path, monkeypatch):
     np.testing.assert_allclose([a for _, a in one["curve"]], [a for _, a in two["curve"]])
     np.testing.assert_allclose(one["test_accuracy"], two["test_accuracy"])
   sweep.check_identity(s, str(tmp_path / "one"))  # workers: a selection key
+
+
+def test_workers_asking_for_the_same_rows_at_once_draw_them_once(monkeypatch):
+  drawn = []
+  rows = tasks.rows
+
+  def slow_rows(*args, **kwargs):
+    drawn.append(args)
+    time.sleep(0.2)  # the others ask while this one draws
+    return rows(*args, **kwargs)
+
+  monkeypatch.setattr(tasks, "rows", slow_rows)
+  lab_point._drawn_rows.cache_clear()
+  key = ("mqar", (4,), "val", 8, 64)
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    results = list(pool.map(lambda _: lab_point._host_rows(*key), range(3)))
+  assert len(drawn) == 1 and all(r is results[0] for r in results)
+  lab_point._drawn_rows.cache_clear()
 
 
 def test_a_workdir_refuses_settings_that_change_its_points(tmp_path):

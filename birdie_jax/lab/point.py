@@ -65,13 +65,28 @@ def replica_grid(settings: ml_collections.ConfigDict) -> tuple[list[float], list
           [s for _ in lrs for s in range(settings.seeds)])
 
 
-@functools.lru_cache(maxsize=6)  # a task's 3 splits, for the 1-2 tasks a sweep's workers share
+_ROWS_LOCK = threading.Lock()
+_ROWS_LOCKS: dict[tuple, threading.Lock] = {}
+
+
 def _host_rows(task: str, difficulties: tuple[int, ...], split: str, count: int,
                data_ids: int) -> dict[str, np.ndarray]:
   """`tasks.rows`, kept for the next points of the same task (read-only). Drawing the 100k-example
   training pool in Python took most of a GPU point's time (H100, 2026-12-07, gpu256: MQAR 16
   pairs, 56 s a point of which 15 s compiling and training; 47 s per 100k MQAR rows on a loaded
-  2-core CPU); a sweep runs every point of a task in turn, so it is drawn once per task."""
+  2-core CPU); a sweep runs every point of a task in turn, so it is drawn once per task. Workers
+  (threads) asking for the same rows at once wait for one drawing rather than each drawing them
+  under the GIL."""
+  key = (task, difficulties, split, count, data_ids)
+  with _ROWS_LOCK:
+    lock = _ROWS_LOCKS.setdefault(key, threading.Lock())
+  with lock:
+    return _drawn_rows(*key)
+
+
+@functools.lru_cache(maxsize=6)  # a task's 3 splits, for the 1-2 tasks a sweep's workers share
+def _drawn_rows(task: str, difficulties: tuple[int, ...], split: str, count: int,
+                data_ids: int) -> dict[str, np.ndarray]:
   arrays = tasks.rows(task, list(difficulties), split, count, data_ids=data_ids)
   for array in arrays.values():
     array.setflags(write=False)
