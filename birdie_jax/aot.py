@@ -42,7 +42,7 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.models.layer_stack import STACKED
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
-from birdie_jax.tpu_specs import Chip, parse_topology, topology_chip, topology_chips
+from birdie_jax.chips import Chip, parse_topology, topology_chip, topology_chips
 from birdie_jax.workdir import check_writable
 from birdie_jax.train.checkpointing import restore_targets
 from birdie_jax.train.state import make_train_setup

@@ -58,7 +58,7 @@ import ml_collections
 from birdie_jax.config import CURRICULA, FAMILIES, default_config
 from birdie_jax.models import param_count
 from birdie_jax.models.presets import PRESET_NAMES
-from birdie_jax.tpu_specs import topology_chip, topology_chips
+from birdie_jax.chips import topology_chip, topology_chips
 
 VOCAB_SIZE = 32_000  # the paper's LLaMA-2 vocabulary size; a SentencePiece BPE trained on the data
 PILE_SOURCE = "data/pile/train/*.jsonl.gz"  # replace with --config.data.source=<your Pile copy>

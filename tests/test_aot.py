@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from birdie_jax.errors import ConfigError
-from birdie_jax.tpu_specs import TPU_CHIPS, parse_topology, topology_chips
+from birdie_jax.chips import TPU_CHIPS, parse_topology, topology_chips
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 needs_libtpu = pytest.mark.skipif(

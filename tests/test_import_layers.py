@@ -5,7 +5,7 @@ and no units import each other, directly or through others.
 A unit is a subpackage of birdie_jax (`train`, `evals`, ...), a top-level module of birdie_jax
 (`config`, `aot`, ...), `experiments` or `configs`. Layers, lowest first:
 
-  base      errors, console, workdir, cli, tpu_specs and the package's own __init__: leaf helpers
+  base      errors, console, workdir, cli, chips and the package's own __init__: leaf helpers
             that import at most `errors` (errors and one-line messages, progress lines, workdir
             paths, flag parsing, TPU chip tables), so every layer may use them; `birdie_jax`
             (__init__) runs on every import of the package, so it must import nothing above.
@@ -29,7 +29,7 @@ from pathlib import Path
 from helpers import ROOT
 
 LAYERS = (
-    ("errors", "console", "workdir", "cli", "tpu_specs", "birdie_jax"),
+    ("errors", "console", "workdir", "cli", "chips", "birdie_jax"),
     ("ops", "objectives", "parallel"),
     ("models", "data", "controller"),
     ("evals",),

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import pytest
 import sentencepiece as spm
 
@@ -158,6 +159,11 @@ def test_allowed_change_is_logged_and_keeps_the_old_config(tmp_path, tiny_run, c
   record = json.loads((run / "run.json").read_text())
   assert record["identity"]["seed"] == 1
   assert record["changes"] == [{"key": "seed", "run": 0, "config": 1}]
+  # Each start appends where it ran: the first after step 0, this one after step 2.
+  assert [s["step"] for s in record["starts"]] == [0, 2]
+  assert {s["device_kind"] for s in record["starts"]} == {jax.devices()[0].device_kind}
+  assert all(s["devices"] == jax.device_count() and s["jax"] == jax.__version__
+             for s in record["starts"])
 
   # schedule knobs change without resume.allow; the accepted seed is now the run's
   config.resume.allow = ""

@@ -244,6 +244,32 @@ def test_arm_metrics_read_the_run_files(tmp_path):
   assert values["hawk-50m-birdie"]["perplexity/gutenberg_val"] == [20.0, 22.0]
 
 
+def test_run_facts_give_the_card_the_tokens_and_the_steady_throughput(tmp_path):
+  """Two starts on one card; the first logged window of each (compile) is left out of the
+  medians; MFU is the loop's TFLOP/s against the card's peak."""
+  import json  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "hawk-50m-birdie-s0"
+  folder.mkdir()
+  start = {"devices": 1, "device_kind": "NVIDIA H200", "processes": 1, "jax": "0.11.2"}
+  (folder / "run.json").write_text(json.dumps({"starts": [dict(start, step=0),
+                                                          dict(start, step=50)]}))
+  (folder / "config.json").write_text(json.dumps({"train": {"steps": 100, "batch_size": 32,
+                                                            "seq_len": 2048}}))
+  windows = [(1, 3e3, 1.0), (25, 600e3, 180.0), (50, 610e3, 183.0), (51, 5e3, 1.5),
+             (75, 590e3, 177.0), (100, 605e3, 181.5)]
+  (folder / "metrics.jsonl").write_text("".join(
+      json.dumps({"step": s, "tokens_per_s": r, "tflops_per_s_per_device": t}) + "\n"
+      for s, r, t in windows) + json.dumps({"step": 100, "val_loss": 3.0}) + "\n")
+  facts = runs.run_facts(str(folder))
+  assert facts["cards"] == ["NVIDIA H200"] and facts["tokens"] == 100 * 32 * 2048
+  assert facts["tokens_per_s"] == pytest.approx(602_500)  # median of 590k, 600k, 605k, 610k
+  assert facts["mfu"] == pytest.approx(180.75 / 989)
+  row = results.runs_table({"hawk-50m-birdie-s0": facts}, {"50m": 27_258_067})[2]
+  assert row == ("| hawk-50m-birdie-s0 | NVIDIA H200 | 100 x 32 x 2048 | 6.6M | 27.26M | 0.24 | "
+                 "602,500 | 18.3% |")
+  assert runs.run_facts(str(tmp_path / "not-started")) is None
+
+
 def test_results_state_the_gate_first_and_mark_what_it_voids(tmp_path):
   for seed in (0, 1):  # the copy reference (Transformer-Birdie) misses the copy threshold, its
     # NTP twin (the retrieval reference) would pass it: copying rows are uninformative

@@ -27,6 +27,7 @@ import optax
 
 from birdie_jax import cli
 from birdie_jax.bench import harness
+from birdie_jax.chips import gpu_peak_tflops
 from birdie_jax.config import FAMILIES, default_config
 from birdie_jax.models.presets import PRESET_NAMES
 from birdie_jax.models.remat import REMAT_CHOICES
@@ -37,7 +38,6 @@ from birdie_jax.train.step import make_train_step
 # The Hawk shape RecurrentGemma was measured at (issue 7); other names are model.preset values.
 RG_HAWK = dict(width=2048, depth=20, lru_width=2560, num_heads=16, mlp_expansion=3.0)
 _LAYERS = {True: "scan", False: "loop"}  # model.scan_layers as the bench names it
-_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, datasheet
 _COLUMNS = ("model", "scan", "layers", "remat", "loss_chunk", "tokens_per_s", "mfu", "step_ms",
             "params_m", "mem_gb", "temp_gb", "compile_s")
 
@@ -240,8 +240,7 @@ def main(argv: list[str]) -> None:
   args = parser.parse_args(argv)
   layers = [{v: k for k, v in _LAYERS.items()}[name] for name in args.layers]
   card = harness.device_info()["card"]
-  args.peak_tflops = args.peak_tflops or next(
-      (v for k, v in _PEAK_TFLOPS.items() if k in card), None)
+  args.peak_tflops = args.peak_tflops or gpu_peak_tflops(card)
   settings = {"batch": args.batch, "seq_len": args.seq_len, "vocab": args.vocab,
               "dtype": "bfloat16", "peak_tflops": args.peak_tflops}
   rows = []

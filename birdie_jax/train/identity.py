@@ -1,6 +1,7 @@
 """Run identity: what defines a run, recorded at its first start and checked at every later one.
 
-    workdir/run.json        {"identity": {key: value}, "tokenizer": {...}, "changes": [...]}
+    workdir/run.json        {"identity": {key: value}, "tokenizer": {...}, "changes": [...],
+                             "starts": [{step, time, devices, device_kind, processes, jax}]}
     workdir/config.json     the config of the latest accepted start
     workdir/config.<n>.json the config.json each later start with another config replaced
 
@@ -12,18 +13,22 @@ mesh, compute implementations) is a knob a resumed run may change freely.
     resume = check_resume(config, workdir)     # before anything is built: ConfigError on a change
     tokenizer = resume.tokenizer(config.data, train_docs)   # the pinned one, never retrained
     ...                                                     # model, data, checkpoint restore
-    resume.record_start(config, tokenizer)     # process 0, once everything is validated
+    resume.record_start(config, tokenizer, start_step)   # process 0, once all is validated
 
 A later start whose identity differs stops with one line naming each key and both values, unless
 `resume.allow` lists the key (a deliberate change: logged, and appended to run.json's changes).
+Every start appends where it ran to `starts` (the step it began after, UTC time, device count and
+kind, processes, JAX version): a run's throughput is read against the card that gave it.
 Workdirs from before run.json are compared with their config.json and pinned at that start.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from typing import Any
 
+import jax
 import ml_collections
 
 from birdie_jax.config import default_config
@@ -114,15 +119,25 @@ class Resume:
       return legacy_tokenizer(data_config, lambda: train_documents, self.workdir)
     return build_tokenizer(data_config, train_documents, cache_dir=self.workdir)
 
-  def record_start(self, config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> None:
-    """Writes run.json (and the pinned tokenizer at a first start), then config.json, keeping
-    the one it replaces as config.<n>.json. Called on process 0 only, after all validation."""
+  def record_start(self, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                   step: int = 0) -> None:
+    """Writes run.json (and the pinned tokenizer at a first start) with this start, after `step`,
+    appended to its `starts`, then config.json, keeping the one it replaces as config.<n>.json.
+    Called on process 0 only, after all validation."""
     base = self.record or {"tokenizer": pin_tokenizer(tokenizer, self.workdir), "changes": []}
     record = dict(base, identity=identity(config), changes=base["changes"] + [
-        {"key": k, "run": old, "config": new} for k, old, new in self.accepted])
-    if record != self.record:
-      write_atomic(as_path(self.workdir) / RUN_FILE, json.dumps(record, indent=2))
+        {"key": k, "run": old, "config": new} for k, old, new in self.accepted],
+                  starts=base.get("starts", []) + [this_start(step)])
+    write_atomic(as_path(self.workdir) / RUN_FILE, json.dumps(record, indent=2))
     _write_config(config, self.workdir)
+
+
+def this_start(step: int) -> dict[str, Any]:
+  """Where and when this process group starts a run after `step`."""
+  now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  return {"step": int(step), "time": now, "devices": jax.device_count(),
+          "device_kind": jax.devices()[0].device_kind, "processes": jax.process_count(),
+          "jax": jax.__version__}
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:

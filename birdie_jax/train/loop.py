@@ -170,11 +170,11 @@ def _build_run(config: ml_collections.ConfigDict, workdir: str, make_inputs: Mak
                               restore_retries=config.checkpoint.restore_retries)
   state = _restore_or_init(config, workdir, checkpointer, setup, data_iter, control,
                            tokenizer.vocab_size, inputs.init_state)
-  if jax.process_index() == 0:
-    resume.record_start(config, tokenizer)  # run.json and config.json, once all checks passed
+  start = int(jax.device_get(state.step))
+  if jax.process_index() == 0:  # run.json (this start appended) and config.json, once all passed
+    resume.record_start(config, tokenizer, start)
 
   # ## Periodic actions, metrics and the train step.
-  start = int(jax.device_get(state.step))
   meta = {"param_shapes": param_shapes(setup.abstract_state.params),
           "num_params": setup.num_params, "vocab_size": tokenizer.vocab_size}
   train_step = make_train_step(setup, config.train)

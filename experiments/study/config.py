@@ -17,11 +17,13 @@ Sizes (parameter counts by `birdie_jax.models.param_count`, embeddings included,
 16,384-piece vocabulary):
   50m   Hawk width 512, 12 blocks, RG-LRU width 768, MLP 3x: 52,779,520 parameters; Transformer
         width 512, 12 blocks, 8 heads of 64, MLP 3x: 49,345,024. Shard 0, 1,600 steps x 32 rows x
-        2048 tokens = 104,857,600 tokens: 3.9 epochs of the shard's ~27.1M training tokens
-        (27,692,924 in all 263 books, counted with the study tokenizer; 2% of books held out).
+        2048 tokens = 104,857,600 tokens: 3.85 epochs of the shard's 27,258,067 training tokens
+        (256 books; 27,692,924 in all 263, counted with the study tokenizer; 2% of books held
+        out).
   150m  Hawk preset `150m` (width 768, 16 blocks, RG-LRU 1024, MLP 8/3): 130,302,720 parameters.
-        Shards 0 and 1, 3,200 steps x 32 x 2048 = 209,715,200 tokens: 3.8 epochs of their ~54.6M
-        training tokens (55,685,723 in 536 books; shard 1: 273 books, 27,992,799 tokens).
+        Shards 0 and 1, 3,200 steps x 32 x 2048 = 209,715,200 tokens: 3.83 epochs of their
+        54,769,798 training tokens (523 books; 55,685,723 in all 536; shard 1: 273 books,
+        27,992,799 tokens).
 Held out: gutenberg_val 4,324,131 tokens (25 books), wikitext2_test 385,192 (62 articles).
 Every arm of a size has the same tokens, steps and schedule (linear warm-up over 2% of the steps,
 cosine to 10% of the peak), sequence length 2048, bfloat16 compute. Peak LR 1e-3 (50m) and 6e-4
@@ -64,6 +66,7 @@ class Size:
   shards: tuple[str, ...]  # train files of the corpus folder
   steps: int
   learning_rate: float  # the peak every arm but the ntp LR sweep uses
+  train_tokens: int  # unique tokens of the training split (study tokenizer, 2% of books held out)
   batch_size: int = 32
   seq_len: int = 2048
 
@@ -83,10 +86,11 @@ _TRANSFORMER_50M = dict(width=512, depth=12, num_heads=8, num_kv_heads=8, head_d
                         mlp_expansion=3.0)
 SIZES = {
     "50m": Size(shapes={"hawk": _HAWK_50M, "transformer": _TRANSFORMER_50M},
-                shards=("gutenberg_train_0.jsonl.zst",), steps=1_600, learning_rate=1e-3),
+                shards=("gutenberg_train_0.jsonl.zst",), steps=1_600, learning_rate=1e-3,
+                train_tokens=27_258_067),
     "150m": Size(shapes={"hawk": dict(preset="150m")},
                  shards=("gutenberg_train_0.jsonl.zst", "gutenberg_train_1.jsonl.zst"),
-                 steps=3_200, learning_rate=6e-4),
+                 steps=3_200, learning_rate=6e-4, train_tokens=54_769_798),
 }
 _NAME = re.compile(r"(?P<family>[a-z_]+)-(?P<size>\d+m)-(?P<curriculum>[a-z0-9_]+)"
                    r"(?:-lr(?P<lr>[0-9.e+-]+))?-s(?P<seed>\d+)")

@@ -143,9 +143,28 @@ def arms_table(values: Values) -> list[str]:
   return out
 
 
+def runs_table(facts: Mapping[str, Mapping], unique_tokens: Mapping[str, int]) -> list[str]:
+  """Each arm's run (`runs.run_facts`): card, shape, tokens, unique training tokens and epochs
+  (`unique_tokens` by size), pre-training throughput and MFU."""
+  out = ["| arm | card | steps x rows x length | tokens | unique training tokens | epochs | "
+         "tokens/s | MFU |", "|---|---|---|---|---|---|---|---|"]
+  for arm, f in facts.items():
+    unique = unique_tokens.get(arm.split("-")[1])
+    epochs = f"{f['tokens'] / unique:.2f}" if unique else "-"
+    rate = f"{f['tokens_per_s']:,.0f}" if f["tokens_per_s"] else "-"
+    mfu = f"{f['mfu']:.1%}" if f["mfu"] else "-"
+    out.append(f"| {arm} | {', '.join(f['cards']) or '-'} | {f['steps']:,} x {f['rows']} x "
+               f"{f['length']} | {f['tokens'] / 1e6:.1f}M | "
+               f"{f'{unique / 1e6:.2f}M' if unique else '-'} | {epochs} | {rate} | {mfu} |")
+  return out
+
+
 def markdown(values: Values, sizes: Sequence[tuple[str, str]] = (
-    ("hawk", "50m"), ("hawk", "150m"), ("transformer", "50m"))) -> str:
-  """The whole RESULTS file: gate, claims per family and size with runs, every arm's numbers."""
+    ("hawk", "50m"), ("hawk", "150m"), ("transformer", "50m")),
+             facts: Mapping[str, Mapping] | None = None,
+             unique_tokens: Mapping[str, int] | None = None) -> str:
+  """The whole RESULTS file: gate, claims per family and size with runs, every arm's numbers,
+  and with `facts` (arm -> `runs.run_facts`) each run's card, tokens and throughput."""
   gate = gate_of(values)
   lines = ["# Research II: the objectives study: results", "", gate.statement, ""]
   for family, size in sizes:
@@ -155,6 +174,9 @@ def markdown(values: Values, sizes: Sequence[tuple[str, str]] = (
     for title, rows in claims(values, family, size, gate).items():
       lines += [f"### {title}", ""] + table(rows, scaled=title.startswith("(d)")) + [""]
   lines += ["## Every arm (mean ± 95% interval over seeds)", ""] + arms_table(values)
+  if facts:
+    lines += ["", "## Runs: card, tokens, pre-training throughput", ""]
+    lines += runs_table(facts, unique_tokens or {})
   return "\n".join(lines) + "\n"
 
 
@@ -180,14 +202,17 @@ def main(argv: Sequence[str]) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   from birdie_jax import cli  # pylint: disable=g-import-not-at-top
   from birdie_jax.workdir import check_writable, write_atomic  # pylint: disable=g-import-not-at-top
-  from experiments.study.config import ARMS  # pylint: disable=g-import-not-at-top
+  from experiments.study.config import ARMS, SIZES  # pylint: disable=g-import-not-at-top
   cli.no_arguments(_PROGRAM, argv)
   f = flags.FLAGS
   with cli.user_errors(_PROGRAM):
     cli.require(os.path.isdir(f.root), f"--root={f.root} is not a folder (of the arms' workdirs)")
     cli.require(not os.path.isdir(f.out), f"--out={f.out} is a folder, not a file")
     check_writable(os.path.dirname(os.path.abspath(f.out)), hint="--out goes there")
-  text = markdown(_finite(runs.collect(f.root, ARMS)))
+  facts = {arm: runs.run_facts(os.path.join(f.root, arm)) for arm in ARMS}
+  text = markdown(_finite(runs.collect(f.root, ARMS)),
+                  facts={arm: v for arm, v in facts.items() if v is not None},
+                  unique_tokens={name: s.train_tokens for name, s in SIZES.items()})
   write_atomic(f.out, text)
   print(text, end="")
 

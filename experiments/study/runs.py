@@ -15,6 +15,8 @@ One workdir per arm, `<root>/<arm>` (STATUS.md's commands write these files):
   heldout.json                `experiments.study.heldout`: {corpus file: {loss, perplexity}}
   metrics.jsonl               the training loop's; the last `val_loss`
 An arm's metrics are {name: value}; a file that is missing leaves its metrics out.
+`run_facts` reads what the RESULTS file states beside them: the card(s) of each start
+(run.json's `starts`), the training tokens (config.json) and the pre-training throughput.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ import glob
 import json
 import os
 import re
+import statistics
 
+from birdie_jax.chips import gpu_peak_tflops
 from birdie_jax.workdir import FINETUNE_DIR
 
 COPY_TASKS = ("copying_text", "copying", "copying_frequent")
@@ -101,6 +105,38 @@ def arm_metrics(workdir: str) -> dict[str, float]:
     if losses:
       out["val_loss"] = losses[-1]
   return out
+
+
+def _rows(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run_facts(workdir: str) -> dict | None:
+  """An arm's run: cards (the device kinds its starts ran on), steps, rows, length, tokens
+  (config.json) and the median tokens/s and MFU over its logged training windows (the first
+  window of each start holds the compile and is left out; MFU: the loop's 6 x params FLOPs per
+  token against the card's dense bf16 peak, None for a card without one). None before a start."""
+  record = os.path.join(workdir, "run.json")
+  config_path = os.path.join(workdir, "config.json")
+  if not (os.path.exists(record) and os.path.exists(config_path)):
+    return None
+  starts = _read(record).get("starts", [])
+  train = _read(config_path)["train"]
+  first_windows = {s["step"] + 1 for s in starts}
+  windows = [r for r in _rows(os.path.join(workdir, "metrics.jsonl"))
+             if "tokens_per_s" in r and r["step"] not in first_windows]
+  cards = sorted({s["device_kind"] for s in starts})
+  rate = statistics.median(r["tokens_per_s"] for r in windows) if windows else None
+  peak = gpu_peak_tflops(cards[0]) if len(cards) == 1 else None
+  tflops = (statistics.median(r["tflops_per_s_per_device"] for r in windows)
+            if windows and peak else None)
+  return {"cards": cards, "steps": train["steps"], "rows": train["batch_size"],
+          "length": train["seq_len"],
+          "tokens": train["steps"] * train["batch_size"] * train["seq_len"],
+          "tokens_per_s": rate, "mfu": tflops / peak if tflops else None}
 
 
 def group_of(arm: str) -> str:

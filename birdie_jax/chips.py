@@ -1,4 +1,5 @@
-"""TPU generations' datasheet numbers and topology names (`v5e:16x16`), for estimates and AOT."""
+"""Accelerators' datasheet numbers: TPU generations and topology names (`v5e:16x16`) for
+estimates and AOT, and the GPUs' dense bf16 peak that MFU is counted against."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,16 @@ TPU_CHIPS = {
     "v5p": Chip(hbm_gib=95, peak_bf16_tflops=459, hbm_gb_per_s=2765, megacore=True),
     "v6e": Chip(hbm_gib=32, peak_bf16_tflops=918, hbm_gb_per_s=1640, megacore=False),
 }
+
+
+# Dense bf16 TFLOP/s by a substring of `jax.Device.device_kind` (datasheets; the H200 is an H100
+# with more and faster memory).
+GPU_PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}
+
+
+def gpu_peak_tflops(device_kind: str) -> float | None:
+  """The dense bf16 peak of a GPU named `device_kind` ("NVIDIA H200"), None if not listed."""
+  return next((v for k, v in GPU_PEAK_BF16_TFLOPS.items() if k in device_kind), None)
 
 
 def parse_topology(name: str) -> tuple[str, tuple[int, ...]]:
