@@ -7,7 +7,8 @@
 # experiments/lab), and packs the results (points, settings, report) into OUT/lab.tgz when OUT is
 # given (a lent machine keeps nothing: unpack it into the checkout and commit). Wheels for what
 # the machine lacks are installed from .wheels/ when that folder exists. LAB_WORKERS (default 1)
-# points train at once (lab config `workers`; experiments/lab/workers_probe.sh measures it).
+# points train at once (lab config `workers`); LAB_WORKERS=auto takes the count recorded for this
+# card in LAB_WORKDIR/workers.json, measuring it first (workers_probe.sh, ~3 min) if absent.
 set -u
 budget=$1
 out=${2:-}
@@ -18,6 +19,24 @@ workdir=${LAB_WORKDIR:-experiments/lab/runs/gpu}
 report=${LAB_REPORT:-experiments/LAB.md}
 plots=${LAB_PLOTS:-experiments/lab}
 config=${LAB_CONFIG:-configs/lab.py:gpu}
+if [ "${LAB_WORKERS:-1}" = auto ]; then
+  mkdir -p "$workdir"
+  LAB_WORKERS=$(python - "$workdir/workers.json" <<'PY'
+import json, os, sys
+import jax
+card = jax.devices()[0].device_kind
+table = json.load(open(sys.argv[1])) if os.path.exists(sys.argv[1]) else {}
+print(table.get(card, {}).get("chosen", ""))
+PY
+)
+  if [ -z "$LAB_WORKERS" ]; then
+    LAB_WORKERS=$(bash experiments/lab/workers_probe.sh 4 3000 "$workdir/workers.json" | tail -1 \
+      | sed 's/chosen: //')
+  fi
+  case $LAB_WORKERS in ''|*[!0-9]*) LAB_WORKERS=1 ;; esac  # a failed probe: one worker
+  echo "lab: $LAB_WORKERS worker(s) ($workdir/workers.json)"
+fi
+export LAB_WORKERS
 
 stage() {
   local left
