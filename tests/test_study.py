@@ -297,4 +297,6 @@ def test_results_state_the_gate_first_and_mark_what_it_voids(tmp_path):
   gate = results.gate_of(runs.collect(str(tmp_path / "again"), study.ARMS))
   assert gate.passed and gate.statement.startswith("**Sanity gate: passed.** The reference runs")
   assert "## hawk 50m" in text and "## hawk 150m" not in text
+  assert ("Pre-training learning rates: NTP the best of 1 (1e-3) by Gutenberg-val perplexity "
+          "(hawk-50m-ntp-lr1e-3); every other arm at the size's one peak.") in text
 

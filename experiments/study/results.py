@@ -170,7 +170,13 @@ def markdown(values: Values, sizes: Sequence[tuple[str, str]] = (
   for family, size in sizes:
     if not any(g.startswith(f"{family}-{size}-") for g in values):
       continue
-    lines += [f"## {family} {size}", ""]
+    ntp_lrs = sorted(g.rsplit("-lr", 1)[1] for g in values
+                     if g.startswith(f"{family}-{size}-ntp-lr"))
+    lines += [f"## {family} {size}", "", f"Pre-training learning rates: NTP the best of "
+              f"{len(ntp_lrs)} ({', '.join(ntp_lrs) or 'none run'}) by Gutenberg-val perplexity "
+              f"({best_ntp(values, family, size) or 'none'}); every other arm at the size's one "
+              "peak. A loss or an inconclusive verdict against a non-NTP arm is therefore not "
+              "evidence that it cannot win at its own best learning rate.", ""]
     for title, rows in claims(values, family, size, gate).items():
       lines += [f"### {title}", ""] + table(rows, scaled=title.startswith("(d)")) + [""]
   lines += ["## Every arm (mean ± 95% interval over seeds)", ""] + arms_table(values)
