@@ -126,6 +126,10 @@ def test_decode_state_size_matches_the_cache_formulas():
   hawk = lab_point.model_config(s, lab_settings.Point("mqar", 8, "hawk", "causal", 64))
   conv = hawk.conv_width - 1
   assert decode_state_size(hawk, 100, 50) == hawk.depth * (1 + conv) * hawk.lru_width
+  # A bidirectional layer decodes from its forward half (the reverse half runs over the prefix).
+  both = lab_point.model_config(s, lab_settings.Point("mqar", 8, "hawk", "bidirectional", 64))
+  assert decode_state_size(both, 100, 50) == both.depth * (both.lru_width // 2 +
+                                                           conv * both.lru_width)
   tf = lab_point.model_config(s, lab_settings.Point("mqar", 8, "transformer", "causal", 64))
   per_layer = 2 * 50 * tf.num_kv_heads * tf.head_dim
   assert decode_state_size(tf, 100, 50) == tf.depth * per_layer
@@ -256,6 +260,7 @@ def test_verdicts_from_constructed_results():
           _result("phonebook_ql", "hawk", "bidirectional", 64, [0.8, 0.82, 0.81])]
   line = verdicts.margin_verdict(near, "phonebook_ql")[0]
   assert "w64" in line and "**holds**" in line
+  assert "(1.0e-03; state 6,400), bidirectional 0.81" in line  # each side's decode state
   only_causal = near + [_result("phonebook_ql", "hawk", "causal", 256, [0.5, 0.5, 0.5])]
   assert "w64" in verdicts.margin_verdict(only_causal, "phonebook_ql")[0]  # w256 has no pair
   near[2]["best"]["test_accuracy"] = [0.6, 0.62, 0.61]  # beats it, but by less than the margin

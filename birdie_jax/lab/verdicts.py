@@ -1,5 +1,10 @@
 """The lab's verdicts, computed from point results alone: the sanity gate and the issue's targets.
 
+The targets compare causal and bidirectional models of equal width, and say each one's decode
+state: a bidirectional layer decodes from its forward half of the channels (the reverse half runs
+over the prefix only), so at equal width the bidirectional model holds less state (Hawk: 7/8 of
+the causal one's with the conv windows), never more: a win is not bought with state.
+
 Every number is the chosen learning rate's test accuracy (`result["best"]`), as mean +- 95%
 t-interval over seeds (`evals.stats`). A difference "holds" only when the two intervals do not
 overlap (with the margin added to the lower side where a target asks for one).
@@ -35,13 +40,15 @@ def accuracy(r: Mapping) -> tuple[float, float]:
   return interval(r["best"]["test_accuracy"])
 
 
-def cell(r: Mapping | None) -> str:
-  """A table cell: '0.93 ± 0.02 (1.0e-03)', or a dash for a point that did not run."""
+def cell(r: Mapping | None, with_state: bool = False) -> str:
+  """A table cell: '0.93 ± 0.02 (1.0e-03)', with the decode state in floats '(1.0e-03; state
+  448)', or a dash for a point that did not run."""
   if r is None:
     return "–"
   mean, half = accuracy(r)
   ci = "" if not np.isfinite(half) else f" ± {half:.2f}"
-  return f"{mean:.2f}{ci} ({r['best']['learning_rate']:.1e})"
+  state = f"; state {r['state_size']:,}" if with_state else ""
+  return f"{mean:.2f}{ci} ({r['best']['learning_rate']:.1e}{state})"
 
 
 def above(a: Mapping, b: Mapping, margin: float = 0.0) -> bool:
@@ -83,8 +90,9 @@ def disjointness_verdict(results: list[dict], family: str = "hawk") -> list[str]
     causal_fails = accuracy(r)[0] < FAILED
     bi_solves = all(accuracy(b)[0] >= SOLVED for b in bi)
     verdict = "holds" if causal_fails and bi_solves and above(bi[1], r) else "does not hold"
-    lines.append(f"- {family} w{width}, long set {d}: causal long-first {cell(r)}; bidirectional "
-                 f"short-first {cell(bi[0])}, long-first {cell(bi[1])}: **{verdict}**")
+    lines.append(f"- {family} w{width}, long set {d}: causal long-first {cell(r, True)}; "
+                 f"bidirectional short-first {cell(bi[0])}, long-first {cell(bi[1], True)}: "
+                 f"**{verdict}**")
   return lines or [f"- no {family} disjointness pair (causal and bidirectional) ran"]
 
 
@@ -103,6 +111,6 @@ def margin_verdict(results: list[dict], task: str, family: str = "hawk") -> list
     if bi is None:
       continue
     verdict = "holds" if above(bi, near, MARGIN) else "does not hold"
-    lines.append(f"- {task}:{d} {family} w{width} (causal nearest 0.5): causal {cell(near)}, "
-                 f"bidirectional {cell(bi)}: **{verdict}**")
+    lines.append(f"- {task}:{d} {family} w{width} (causal nearest 0.5): causal "
+                 f"{cell(near, True)}, bidirectional {cell(bi, True)}: **{verdict}**")
   return lines or [f"- no {family} {task} pair (causal and bidirectional) ran"]
