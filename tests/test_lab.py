@@ -249,6 +249,8 @@ def test_verdicts_from_constructed_results():
   assert verdicts.sanity([_result("mqar", "transformer", "causal", 64, [1.0, 1.0, 0.999])])[0]
   assert verdicts.sanity([_result("mqar", "transformer", "causal", 64, bad)])[0] is False
   assert verdicts.sanity([])[0] is None
+  prefix_lm = _result("mqar", "transformer", "bidirectional", 64, bad)  # a result, not the gate
+  assert verdicts.sanity([_result("mqar", "transformer", "causal", 64, good), prefix_lm])[0]
   win = [_result("disjoint_lf", "hawk", "causal", 64, bad),
          _result("disjoint_sf", "hawk", "bidirectional", 64, good),
          _result("disjoint_lf", "hawk", "bidirectional", 64, good)]
