@@ -127,9 +127,12 @@ def test_decode_state_size_matches_the_cache_formulas():
   conv = hawk.conv_width - 1
   assert decode_state_size(hawk, 100, 50) == hawk.depth * (1 + conv) * hawk.lru_width
   # A bidirectional layer decodes from its forward half (the reverse half runs over the prefix).
-  both = lab_point.model_config(s, lab_settings.Point("mqar", 8, "hawk", "bidirectional", 64))
-  assert decode_state_size(both, 100, 50) == both.depth * (both.lru_width // 2 +
-                                                           conv * both.lru_width)
+  for every in (1, 2):
+    s.bidirectional_every = every
+    both = lab_point.model_config(s, lab_settings.Point("mqar", 8, "hawk", "bidirectional", 64))
+    halved = len(range(0, both.depth, every))
+    assert decode_state_size(both, 100, 50) == (both.depth * (1 + conv) * both.lru_width
+                                                - halved * both.lru_width // 2)
   tf = lab_point.model_config(s, lab_settings.Point("mqar", 8, "transformer", "causal", 64))
   per_layer = 2 * 50 * tf.num_kv_heads * tf.head_dim
   assert decode_state_size(tf, 100, 50) == tf.depth * per_layer

@@ -2,8 +2,9 @@
 
 The targets compare causal and bidirectional models of equal width, and say each one's decode
 state: a bidirectional layer decodes from its forward half of the channels (the reverse half runs
-over the prefix only), so at equal width the bidirectional model holds less state (Hawk: 7/8 of
-the causal one's with the conv windows), never more: a win is not bought with state.
+over the prefix only), so at equal width the bidirectional model holds less state (2-layer Hawk
+with the conv windows: 15/16 of the causal one's with one bidirectional layer, 7/8 with both),
+never more: a win is not bought with state.
 
 Every number is the chosen learning rate's test accuracy (`result["best"]`), as mean +- 95%
 t-interval over seeds (`evals.stats`). A difference "holds" only when the two intervals do not
