@@ -26,6 +26,9 @@
           1.000 on every seed (lr 1e-3), each point 4-6 minutes on a shared machine.
     toy   seconds: what the tests run.
 Any key can be overridden: `--config.widths=64,128 --config.tasks=mqar:16,disjoint_lf:32`.
+Workdirs swept before 2026-12-08 (`runs/cpu*`, `runs/gpu`, `runs/gpu256`, `-3k`, `-6k`, `-lowlr`,
+`-w64-24k`) made every recurrent block bidirectional: continue them with
+`--config.bidirectional_every=1` (a workdir refuses a change of what its points are).
 """
 from birdie_jax.lab.settings import default_settings
 
