@@ -184,7 +184,7 @@ def test_killed_sweep_resumes_without_redoing_points_and_a_cut_point_resumes_exa
 def test_two_workers_train_every_point_as_one_does(tmp_path, monkeypatch):
   """Two worker threads share the points (each trained once, on both threads) and end with the
   results one worker gets; workers only choose how points run, so a workdir accepts a change."""
-  s = _settings(tasks="mqar:8,copying:8", families="transformer,hawk", data_ids=64)
+  s = _settings(tasks="mqar:8,copying:8", data_ids=64)
   assert sweep.run_sweep(s, str(tmp_path / "one"), log=lambda _: None)
   threads = []
   run_point = sweep.run_point
