@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import pytest
 import zstandard
 
@@ -74,8 +75,11 @@ def test_toy_study_trains_evaluates_finetunes_and_writes_results(tmp_path, monke
     with open(root / arm / "metrics.jsonl", encoding="utf-8") as f:
       last = [row["val_loss"] for row in map(json.loads, f) if "val_loss" in row][-1]
     assert got["val_loss"] == [last]
-    # A 4-step model learns no phonebook: "not reached" counts as the protocol's whole length.
-    assert got["phonebook/steps_to_90"] == [2]
+    # A 4-step model learns no phonebook: "not reached" counts as the protocol's whole length
+    # (4 steps, paused at the pruning step 2 and resumed from the kept state).
+    assert got["phonebook/steps_to_90"] == [4]
+    facts = runs.run_facts(str(root / arm))  # where it ran, from run.json's starts
+    assert facts["cards"] == [jax.devices()[0].device_kind] and facts["tokens"] == 4 * 8 * 128
 
   text = results.markdown(values)
   gate, rest = text.split("\n## ", 1)

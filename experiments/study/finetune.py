@@ -38,8 +38,8 @@ from birdie_jax.workdir import FINETUNE_DIR, check_writable
 # warm machine its checkpoint lives on (STATUS.md: the device-time plan).
 SETTINGS = dict(steps=1000, batch_size=32, eval_every=100, heldout_examples=16,
                 perplexity_examples=8, extra_learning_rates=2, prune_at=(200, 400))
-TINY = dict(steps=2, batch_size=8, eval_every=2, heldout_examples=2, perplexity_examples=2,
-            log_every=1)
+TINY = dict(steps=4, batch_size=8, eval_every=2, heldout_examples=2, perplexity_examples=2,
+            log_every=1, prune_at=(2,))  # the GPU path's pause at a pruning step, resumed
 
 
 def settings_for(run: TrainedRun, task: str, tiny: bool = False) -> FinetuneSettings:
