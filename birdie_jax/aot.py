@@ -35,6 +35,7 @@ from jax.experimental import topologies
 from ml_collections import config_flags
 
 from birdie_jax import cli
+from birdie_jax.chips import Chip, parse_topology, topology_chip, topology_chips
 from birdie_jax.config import validate_config
 from birdie_jax.data.packing import FEATURES
 from birdie_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
@@ -42,11 +43,10 @@ from birdie_jax.errors import ConfigError
 from birdie_jax.models.layer_stack import STACKED
 from birdie_jax.parallel.mesh import make_mesh
 from birdie_jax.parallel.sharding import batch_sharding, check_batch_layout, validate_rules
-from birdie_jax.chips import Chip, parse_topology, topology_chip, topology_chips
-from birdie_jax.workdir import check_writable
 from birdie_jax.train.checkpointing import restore_targets
 from birdie_jax.train.state import make_train_setup
 from birdie_jax.train.step import make_train_step
+from birdie_jax.workdir import check_writable
 
 GIB = 2**30
 _GET_LIBTPU = "pip install -r requirements-aot.txt (the libtpu of the pinned jax; Linux x86-64)"

@@ -18,7 +18,6 @@ Multi-process runs take `birdie_jax.main`'s flags (`--num_processes`, `--process
 """
 from __future__ import annotations
 
-
 import jax
 from absl import app, flags
 from ml_collections import config_flags

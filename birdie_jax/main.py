@@ -11,7 +11,6 @@ how they meet, and Cloud TPU pod slices, SLURM and Open MPI need none of them
 """
 from __future__ import annotations
 
-
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -14,9 +14,9 @@ from jax.experimental import topologies
 from birdie_jax import cli
 from birdie_jax.aot import require_libtpu
 from birdie_jax.bench import harness
+from birdie_jax.chips import parse_topology
 from birdie_jax.errors import ConfigError
 from birdie_jax.ops import scan_pallas
-from birdie_jax.chips import parse_topology
 
 
 def compile_scan(device, shape: tuple[int, int, int], reverse: bool) -> list[dict]:

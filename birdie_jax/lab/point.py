@@ -1,7 +1,7 @@
 """Training one lab point to its result, in pieces: `run_point` resumes from the point's saved
 state, trains in compiled chunks, records validation curves, saves every `checkpoint_seconds`
-and at the deadline or when `stop` is set (then raises `OutOfTime`), and at the end scores every replica and picks the
-learning rate.
+and at the deadline or when `stop` is set (then raises `OutOfTime`), and at the end scores every
+replica and picks the learning rate.
 
 Files under the sweep's workdir (each written atomically):
   partial/<point>.npz    replica params and optimizer states, flattened, with the step

@@ -175,8 +175,9 @@ def train(evaluator: Evaluator, config: ml_collections.ConfigDict, params,
 
   `on_eval(step, params)` runs every `every` steps and after the last one (0: never);
   `on_checkpoint(step, state, losses)` runs after it at each of those steps but the last, to keep
-  the state. `until` (< `steps`, a multiple of `every`) stops after that step instead, the
-  schedule still that of `steps` steps: the state kept there is resumed later (a pruned sweep). `resume(setup)` may return a (step, state) saved so: training goes on after that
+  the state. `until` (< `steps`, a multiple of `every`) stops after that step instead,
+  the schedule still that of `steps` steps: the state kept there is resumed later (a pruned
+  sweep). `resume(setup)` may return a (step, state) saved so: training goes on after that
   step, the batches it had used skipped, `prior_losses` (that run's loss log) leading the log.
   Batches are made one step ahead in a thread, so the host builds the next batch while the
   device trains on this one (a step of the 50m study model took 0.2 s with the two in series,
