@@ -247,11 +247,16 @@ def choose(runs: Sequence[LearningRateRun], higher_is_better: bool = True) -> Le
                                                              -r.learning_rate))
 
 
+def ranked_at(runs: dict[int, LearningRateRun], step: int) -> list[int]:
+  """The indices of `runs` (index -> run trained to at least `step`), best first by held-out
+  target loss at `step`, ties to the smaller LR. Loss, not the task's score: early in a
+  fine-tune every LR's accuracy can sit at the same floor."""
+  return sorted(runs, key=lambda i: (runs[i].loss_at(step), runs[i].learning_rate))
+
+
 def survivors(runs: dict[int, LearningRateRun], step: int) -> list[int]:
-  """Successive halving at `step`: the better half, rounded up, of `runs` (index -> run trained
-  to at least `step`) by held-out target loss there, ties to the smaller LR. Loss, not the
-  task's score: early in a fine-tune every LR's accuracy can sit at the same floor."""
-  ranked = sorted(runs, key=lambda i: (runs[i].loss_at(step), runs[i].learning_rate))
+  """Successive halving at `step`: the better half, rounded up, of `runs` (`ranked_at`)."""
+  ranked = ranked_at(runs, step)
   return sorted(ranked[:math.ceil(len(ranked) / 2)])
 
 
@@ -359,7 +364,7 @@ def finetune_task(evaluator: Evaluator, config: ml_collections.ConfigDict, param
     if stop == settings.steps:
       chosen = choose([runs[i] for i in indices], task.higher_is_better)
       return next(i for i in indices if runs[i] is chosen)
-    return min(indices, key=lambda i: (runs[i].loss_at(stop), rates[i]))
+    return ranked_at({i: runs[i] for i in indices}, stop)[0]
 
   def release_losers() -> None:
     """Only the best complete LR's params stay in memory (`MemoryProgress`; on disk, all)."""
