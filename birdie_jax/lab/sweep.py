@@ -63,12 +63,14 @@ class _Queue:
     self._longest = 0.0
     self._lock = threading.Lock()
     self.stop = threading.Event()
+    self.deadline_reached = False  # a point was left unstarted for the deadline
 
   def take(self) -> lab_settings.Point | None:
     with self._lock:
       if self.stop.is_set() or not self._todo:
         return None
       if self._deadline is not None and time.monotonic() + self._longest > self._deadline:
+        self.deadline_reached = True
         self.stop.set()
         return None
       return self._todo.pop(0)
@@ -89,9 +91,10 @@ def _work(settings: ml_collections.ConfigDict, workdir: str, queue: _Queue, dead
       log(f"lab: stopped inside {point.name} (saved); run again to continue")
       queue.stop.set()
       return
-    queue.took(time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    queue.took(seconds)
     best = result["best"]
-    log(f"lab: {point.name} done in {time.perf_counter() - start:.0f}s | best lr "
+    log(f"lab: {point.name} done in {seconds:.0f}s | best lr "
         f"{best['learning_rate']:g} | test accuracy "
         f"{' '.join(f'{a:.3f}' for a in best['test_accuracy'])}")
 
@@ -127,7 +130,6 @@ def run_sweep(settings: ml_collections.ConfigDict, workdir: str, *, log=print) -
       except BaseException:
         queue.stop.set()
         raise
-  finished = not any(p.name not in done(workdir) for p in todo)
-  if not finished:
+  if queue.deadline_reached:
     log(f"lab: stopped at max_minutes={settings.max_minutes}; run again to continue")
-  return finished
+  return not any(p.name not in done(workdir) for p in todo)
