@@ -82,6 +82,13 @@ def protocol_metrics(protocol: Mapping) -> dict[str, float]:
   return out
 
 
+def _rows(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def arm_metrics(workdir: str) -> dict[str, float]:
   """Every metric the files of one arm's workdir give (see the module docstring)."""
   out: dict[str, float] = {}
@@ -97,21 +104,11 @@ def arm_metrics(workdir: str) -> dict[str, float]:
   heldout = os.path.join(workdir, "heldout.json")
   if os.path.exists(heldout):
     out.update({f"perplexity/{name}": v["perplexity"] for name, v in _read(heldout).items()})
-  metrics = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(metrics):
-    with open(metrics, encoding="utf-8") as f:
-      losses = [row["val_loss"] for row in map(json.loads, filter(str.strip, f))
-                if "val_loss" in row]
-    if losses:
-      out["val_loss"] = losses[-1]
+  losses = [row["val_loss"] for row in _rows(os.path.join(workdir, "metrics.jsonl"))
+            if "val_loss" in row]
+  if losses:
+    out["val_loss"] = losses[-1]
   return out
-
-
-def _rows(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def run_facts(workdir: str) -> dict | None:
